@@ -1,0 +1,109 @@
+"""The public HTTP routes, a FastAPI app mounted on the entry service.
+
+BentoML's own ``@bentoml.api`` routes are POST-only and answer validation errors with a
+400-shaped body, so the public API lives here, where GET routes, 422s and ``{"detail": ...}``
+bodies are native.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import bentoml
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+
+from embedding_server.body_limit import BodyLimitMiddleware
+from embedding_server.encoding import embedding_body
+from embedding_server.errors import MODEL_NOT_HEALTHY, ApiError, InvalidInput
+from embedding_server.pipeline import EmbeddingPipeline
+from embedding_server.schemas import Capabilities, CurrentModel, EmbeddingRequest
+from embedding_server.settings import get_settings
+from models.catalogue import CATALOGUE, IMAGE, TEXT, VIDEO, families
+
+logger = logging.getLogger(__name__)
+HEALTH_TIMEOUT_S = 5.0
+MAX_REPORTED_ERRORS = 3
+
+app = FastAPI(title="Multimodal embedding server",
+              description="Text, image and video embeddings with CLIP-style models.")
+app.add_middleware(BodyLimitMiddleware, max_bytes=get_settings().max_body_bytes)
+
+
+def current_pipeline(service: Any = Depends(bentoml.get_current_service)) -> EmbeddingPipeline:
+    return service.pipeline
+
+
+def _validation_message(error: RequestValidationError) -> str:
+    parts = []
+    for item in error.errors()[:MAX_REPORTED_ERRORS]:
+        if item.get("type") == "json_invalid":
+            reason = (item.get("ctx") or {}).get("error", "")
+            parts.append(f"malformed JSON body ({reason})" if reason else "malformed JSON body")
+            continue
+        location = ".".join(str(part) for part in item.get("loc", ()) if part != "body")
+        parts.append(f"{location or 'body'}: {item.get('msg', 'invalid value')}")
+    return "; ".join(parts) or "invalid request"
+
+
+@app.exception_handler(RequestValidationError)
+async def _on_validation_error(_: Request, error: RequestValidationError) -> JSONResponse:
+    problem = InvalidInput(_validation_message(error))
+    return JSONResponse({"detail": problem.detail}, status_code=problem.status_code)
+
+
+@app.exception_handler(ApiError)
+async def _on_api_error(_: Request, error: ApiError) -> JSONResponse:
+    return JSONResponse({"detail": error.detail}, status_code=error.status_code)
+
+
+@app.get("/health")
+async def health(pipeline: EmbeddingPipeline = Depends(current_pipeline)) -> Any:
+    try:
+        await asyncio.wait_for(pipeline.check_health(), HEALTH_TIMEOUT_S)
+    except Exception as error:  # any failure to reach the encoder means "not healthy"
+        logger.warning("health check failed: %s", error)
+        return JSONResponse({"detail": MODEL_NOT_HEALTHY}, status_code=500)
+    return {"status": "healthy"}
+
+
+@app.get("/models")
+async def list_models(pipeline: EmbeddingPipeline = Depends(current_pipeline)) -> dict[str, Any]:
+    return {
+        "current_model": pipeline.model.id,
+        "available_models": families(),
+        "total_models": len(CATALOGUE),
+    }
+
+
+@app.get("/model/current", response_model=CurrentModel)
+async def current_model(pipeline: EmbeddingPipeline = Depends(current_pipeline)) -> CurrentModel:
+    info = await pipeline.model_info()
+    return CurrentModel(model=info.id, device=info.device, use_openvino=info.backend == "openvino",
+                        backend=info.backend, weights=info.weights, variant=info.variant,
+                        store_tag=info.store_tag, dimension=info.dimension)
+
+
+@app.get("/model/capabilities", response_model=Capabilities)
+async def capabilities(pipeline: EmbeddingPipeline = Depends(current_pipeline)) -> Capabilities:
+    info = await pipeline.model_info()
+    return Capabilities(model=info.id, modalities=info.modalities,
+                        supports_text=TEXT in info.modalities,
+                        supports_image=IMAGE in info.modalities,
+                        supports_video=VIDEO in info.modalities)
+
+
+@app.post("/embeddings")
+async def embeddings(request: EmbeddingRequest,
+                     pipeline: EmbeddingPipeline = Depends(current_pipeline)) -> Response:
+    try:
+        embedding = await pipeline.embed(request)
+    except ApiError:
+        raise
+    except Exception as error:
+        logger.exception("embedding failed")
+        raise ApiError(500, f"Error creating embedding: {error}") from error
+    return Response(embedding_body(embedding), media_type="application/json")

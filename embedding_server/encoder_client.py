@@ -1,0 +1,47 @@
+"""The entry service's view of the Encoder: typed calls and transport errors mapped to HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Awaitable, Callable, TypeVar
+
+import aiohttp
+import numpy as np
+from bentoml.exceptions import ServiceUnavailable
+
+from embedding_server.errors import ApiError, ModelNotInitialized
+from embedding_server.schemas import ModelInfo
+
+T = TypeVar("T")
+
+
+class EncoderConnection:
+    """Wraps ``bentoml.depends(Encoder).to_async``.
+
+    Until the Encoder process is up its socket refuses connections: that is "not
+    initialized" (503). Load shedding by the Encoder's batcher is also a 503, and a call that
+    outlives the traffic timeout a 504; anything else is a real error and propagates.
+    """
+
+    def __init__(self, encoder: Any) -> None:
+        self._encoder = encoder
+
+    async def encode_text(self, texts: list[str]) -> np.ndarray:
+        return await self._call(self._encoder.to_async.encode_text, texts)
+
+    async def encode_images(self, pixels: np.ndarray) -> np.ndarray:
+        return await self._call(self._encoder.to_async.encode_images, pixels)
+
+    async def info(self) -> ModelInfo:
+        return ModelInfo.model_validate(await self._call(self._encoder.to_async.info))
+
+    @staticmethod
+    async def _call(method: Callable[..., Awaitable[T]], *args: Any) -> T:
+        try:
+            return await method(*args)
+        except ServiceUnavailable:
+            raise ApiError(503, "The encoder is overloaded; retry later") from None
+        except (aiohttp.ClientConnectionError, ConnectionError, FileNotFoundError):
+            raise ModelNotInitialized() from None
+        except asyncio.TimeoutError:
+            raise ApiError(504, "Timed out waiting for the encoder") from None

@@ -1,0 +1,31 @@
+"""Serialise embedding vectors in the requested ``encoding_format``."""
+
+from __future__ import annotations
+
+import base64
+from typing import Literal, Union
+
+import numpy as np
+import orjson
+
+EncodingFormat = Literal["float", "base64"]
+Embedding = Union[np.ndarray, str, list[str]]
+
+
+def _as_base64(vector: np.ndarray) -> str:
+    """A vector as base64 of its little-endian float32 bytes (the OpenAI convention)."""
+    return base64.b64encode(np.ascontiguousarray(vector, dtype="<f4").tobytes()).decode("ascii")
+
+
+def encode_embedding(vectors: np.ndarray, *, flat: bool, encoding_format: EncodingFormat) -> Embedding:
+    """``vectors`` is ``(N, D)``; ``flat`` returns the single row instead of a list of rows."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if encoding_format == "base64":
+        encoded = [_as_base64(row) for row in vectors]
+        return encoded[0] if flat else encoded
+    return vectors[0] if flat else vectors
+
+
+def embedding_body(embedding: Embedding) -> bytes:
+    """The JSON response body; orjson writes numpy float32 arrays directly, and fast."""
+    return orjson.dumps({"embedding": embedding}, option=orjson.OPT_SERIALIZE_NUMPY)

@@ -1,0 +1,30 @@
+"""Errors that map to an HTTP status and the spec's ``detail`` text."""
+
+from __future__ import annotations
+
+INVALID_INPUT_PREFIX = "Invalid input data: "
+MODEL_NOT_INITIALIZED = "Model is not initialized"
+MODEL_NOT_HEALTHY = "Model is not healthy"
+
+
+class ApiError(Exception):
+    """An error answered to the client as ``{"detail": detail}`` with ``status_code``."""
+
+    def __init__(self, status_code: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status_code = status_code
+        self.detail = detail
+
+
+class InvalidInput(ApiError):
+    """422 ``Invalid input data: <message>``."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(422, INVALID_INPUT_PREFIX + message)
+
+
+class ModelNotInitialized(ApiError):
+    """503 while the encoder has not loaded its model."""
+
+    def __init__(self) -> None:
+        super().__init__(503, MODEL_NOT_INITIALIZED)

@@ -1,0 +1,126 @@
+"""From a validated request to vectors: model check, media fetch and decode, encoder calls.
+
+Blocking work (base64 and image decoding, resizing) runs in worker threads so the event
+loop stays free; only compact uint8 pixel arrays and strings go to the Encoder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Protocol
+
+import numpy as np
+
+from embedding_server.encoding import Embedding, encode_embedding
+from embedding_server.errors import ApiError, InvalidInput, ModelNotInitialized
+from embedding_server.media.images import decode_base64, decode_image
+from embedding_server.media.remote import fetch_url
+from embedding_server.schemas import (
+    VIDEO_INPUTS,
+    EmbeddingRequest,
+    ImageBase64Input,
+    ImageUrlInput,
+    ModelInfo,
+    TextInput,
+)
+from embedding_server.settings import Settings
+from models.catalogue import CatalogueModel
+from runners.base import ImagePreparer
+
+
+class EncoderClient(Protocol):
+    """The Encoder service as the entry service sees it."""
+
+    async def encode_text(self, texts: list[str]) -> np.ndarray: ...
+
+    async def encode_images(self, pixels: np.ndarray) -> np.ndarray: ...
+
+    async def info(self) -> ModelInfo: ...
+
+
+def model_mismatch(requested: str, loaded: str) -> ApiError:
+    return ApiError(
+        400,
+        f"Model mismatch: requested model '{requested}' does not match the currently loaded "
+        f"model '{loaded}'. Please use the correct model name or restart the server with the "
+        "desired model.",
+    )
+
+
+def unsupported_modality(kind: str) -> ApiError:
+    return ApiError(400, f"{kind} inputs are not supported by the active model")
+
+
+class EmbeddingPipeline:
+    """Serves ``POST /embeddings`` and the model-status routes for one loaded model."""
+
+    def __init__(self, model: CatalogueModel, encoder: EncoderClient,
+                 preparer: ImagePreparer | None, settings: Settings) -> None:
+        self.model = model
+        self._encoder = encoder
+        self._preparer = preparer
+        self._settings = settings
+        self._info: ModelInfo | None = None
+
+    async def model_info(self) -> ModelInfo:
+        """The Encoder's report; 503 ``Model is not initialized`` until it answers."""
+        if self._info is None:
+            self._info = await self._encoder.info()
+        return self._info
+
+    async def check_health(self) -> None:
+        """Ask the Encoder now (not the cache): it may have died since it first answered."""
+        self._info = await self._encoder.info()
+
+    async def embed(self, request: EmbeddingRequest) -> Embedding:
+        self._check_model(request.model)
+        await self.model_info()
+        item = request.input
+        if isinstance(item, TextInput):
+            flat = isinstance(item.text, str)
+            vectors = await self._encoder.encode_text(self._texts(item))
+        elif isinstance(item, (ImageUrlInput, ImageBase64Input)):
+            flat = True
+            vectors = await self._encoder.encode_images(await self._image_pixels(item))
+        elif isinstance(item, VIDEO_INPUTS):
+            self._require_images("Video")
+            raise ApiError(400, f"Video inputs ({item.type}) are not supported by this server version yet")
+        else:  # the request schema admits no other type
+            raise InvalidInput(f"unsupported input type {item.type!r}")
+        return encode_embedding(vectors, flat=flat, encoding_format=request.encoding_format)
+
+    def _check_model(self, requested: str) -> None:
+        if requested.strip() not in (self.model.id, self.model.name):
+            raise model_mismatch(requested, self.model.id)
+
+    def _texts(self, item: TextInput) -> list[str]:
+        texts = [item.text] if isinstance(item.text, str) else item.text
+        limits = self._settings
+        if len(texts) > limits.max_text_items:
+            raise InvalidInput(f"too many texts: {len(texts)} > {limits.max_text_items} per request")
+        for index, text in enumerate(texts):
+            if len(text) > limits.max_text_chars:
+                raise InvalidInput(
+                    f"text[{index}] has {len(text)} characters, over the limit of {limits.max_text_chars}"
+                )
+        return texts
+
+    def _require_images(self, kind: str) -> ImagePreparer:
+        if self._preparer is None or not self.model.supports_images:
+            raise unsupported_modality(kind)
+        return self._preparer
+
+    async def _image_pixels(self, item: ImageUrlInput | ImageBase64Input) -> np.ndarray:
+        """One image as a ``(1, H, W, 3)`` uint8 batch."""
+        preparer = self._require_images("Image")
+        limits = self._settings
+        if isinstance(item, ImageUrlInput):
+            data = await fetch_url(item.image_url, max_bytes=limits.max_image_bytes, settings=limits)
+        else:
+            data = await asyncio.to_thread(decode_base64, item.image_base64,
+                                           max_bytes=limits.max_image_bytes)
+
+        def prepare() -> np.ndarray:
+            return preparer(decode_image(data, max_pixels=limits.max_image_pixels))
+
+        return (await asyncio.to_thread(prepare))[np.newaxis]

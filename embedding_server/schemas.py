@@ -1,0 +1,128 @@
+"""Request and response bodies of the public API (``spec/api-reference.txt``)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, StrictStr
+
+NonEmptyStr = Annotated[StrictStr, Field(min_length=1)]
+
+
+class _InputObject(BaseModel):
+    """Input objects reject unknown keys, so a typo ("image_ur1") is a 422, not ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class TextInput(_InputObject):
+    type: Literal["text"]
+    text: Union[StrictStr, Annotated[list[StrictStr], Field(min_length=1)]]
+
+
+class ImageUrlInput(_InputObject):
+    type: Literal["image_url"]
+    image_url: NonEmptyStr
+
+
+class ImageBase64Input(_InputObject):
+    type: Literal["image_base64"]
+    image_base64: NonEmptyStr
+
+
+FrameInput = Annotated[Union[ImageUrlInput, ImageBase64Input], Field(discriminator="type")]
+
+
+class SegmentConfig(_InputObject):
+    """Frame extraction settings; omitted keys take the server's defaults."""
+
+    startOffsetSec: Annotated[float, Field(ge=0)] | None = None
+    clip_duration: float | None = None
+    num_frames: Annotated[int, Field(ge=1)] | None = None
+    extraction_fps: Annotated[float, Field(gt=0)] | None = None
+    frame_indexes: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)] | None = None
+
+
+class VideoFramesInput(_InputObject):
+    type: Literal["video_frames"]
+    video_frames: Annotated[list[FrameInput], Field(min_length=1)]
+
+
+class VideoUrlInput(_InputObject):
+    type: Literal["video_url"]
+    video_url: NonEmptyStr
+    segment_config: SegmentConfig = Field(default_factory=SegmentConfig)
+
+
+class VideoBase64Input(_InputObject):
+    type: Literal["video_base64"]
+    video_base64: NonEmptyStr
+    segment_config: SegmentConfig = Field(default_factory=SegmentConfig)
+
+
+class VideoFileInput(_InputObject):
+    type: Literal["video_file"]
+    video_path: NonEmptyStr
+    segment_config: SegmentConfig = Field(default_factory=SegmentConfig)
+
+
+class FramesBatchInput(_InputObject):
+    type: Literal["frames_batch"]
+    frames_manifest_path: NonEmptyStr
+
+
+EmbeddingInput = Annotated[
+    Union[
+        TextInput,
+        ImageUrlInput,
+        ImageBase64Input,
+        VideoFramesInput,
+        VideoUrlInput,
+        VideoBase64Input,
+        VideoFileInput,
+        FramesBatchInput,
+    ],
+    Field(discriminator="type"),
+]
+
+VIDEO_INPUTS = (VideoFramesInput, VideoUrlInput, VideoBase64Input, VideoFileInput, FramesBatchInput)
+
+
+class EmbeddingRequest(BaseModel):
+    model: StrictStr
+    input: EmbeddingInput
+    encoding_format: Literal["float", "base64"]
+
+
+class ModelInfo(BaseModel):
+    """What the Encoder reports about the model it serves."""
+
+    id: str
+    dimension: int
+    modalities: list[str]
+    image_size: int | None
+    context_length: int
+    device: str
+    backend: str
+    weights: str
+    variant: str
+    store_tag: str
+
+
+class CurrentModel(BaseModel):
+    model: str
+    device: str
+    use_openvino: bool
+    backend: str
+    weights: str
+    variant: str
+    store_tag: str
+    dimension: int
+
+
+class Capabilities(BaseModel):
+    model: str
+    modalities: list[str]
+    supports_text: bool
+    supports_image: bool
+    supports_video: bool

@@ -1,0 +1,113 @@
+"""The one place that reads the environment.
+
+Every knob of the server is a field of :class:`Settings`, read from ``EMBEDDING_*``
+variables. An invalid value stops start-up with :class:`SettingsError`, whose message names
+the variable and the offending value.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import re
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "EMBEDDING_"
+DEVICE_PATTERN = re.compile(r"^(CPU|GPU|GPU\.\d+|AUTO)$")
+MiB = 1024 * 1024
+
+
+class SettingsError(ValueError):
+    """A configuration value is invalid; the message names the variable."""
+
+
+class Settings(BaseSettings):
+    """Server configuration. Field ``x`` is read from ``EMBEDDING_X``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, frozen=True, extra="ignore", protected_namespaces=()
+    )
+
+    # --- model and runtime ---
+    model_name: str = Field("CLIP/clip-vit-b-16", min_length=1)
+    server_port: int = Field(8000, ge=1, le=65535)
+    device: str = "CPU"
+    use_ov: bool = False
+
+    # --- video (used by the video inputs) ---
+    video_root: Path = Path("/tmp/videoQnA")
+
+    # --- remote media policy ---
+    url_allowed_hosts: Annotated[tuple[str, ...], NoDecode] = ()
+    url_connect_timeout_s: float = Field(5.0, gt=0, le=120)
+    url_read_timeout_s: float = Field(10.0, gt=0, le=600)
+    url_total_timeout_s: float = Field(30.0, gt=0, le=3600)
+    url_max_redirects: int = Field(5, ge=0, le=20)
+
+    # --- input size limits ---
+    max_body_bytes: int = Field(32 * MiB, ge=1024)
+    max_image_bytes: int = Field(20 * MiB, ge=1024)
+    max_image_pixels: int = Field(64_000_000, ge=1)
+    max_text_items: int = Field(1024, ge=1)
+    max_text_chars: int = Field(100_000, ge=1)
+
+    # --- encoder batching and traffic ---
+    text_max_batch_size: int = Field(64, ge=2)
+    image_max_batch_size: int = Field(32, ge=2)
+    max_latency_ms: int = Field(20_000, ge=10)
+    max_concurrency: int = Field(512, ge=1)
+    request_timeout_s: float = Field(120.0, gt=0)
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        upper = value.strip().upper()
+        if not DEVICE_PATTERN.match(upper):
+            raise ValueError("expected CPU, GPU, GPU.<n> or AUTO")
+        return upper
+
+    @field_validator("model_name")
+    @classmethod
+    def _strip_model_name(cls, value: str) -> str:
+        return value.strip()
+
+    @field_validator("url_allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("url_allowed_hosts")
+    @classmethod
+    def _valid_hosts(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            if "/" in entry:
+                ipaddress.ip_network(entry, strict=False)  # ValueError names the entry
+        return tuple(entry.lower() for entry in value)
+
+
+def _describe(error: ValidationError) -> str:
+    problems = []
+    for item in error.errors():
+        field = str(item["loc"][0]) if item["loc"] else "?"
+        problems.append(f"{ENV_PREFIX}{field.upper()}={item.get('input')!r}: {item['msg']}")
+    return "Invalid configuration: " + "; ".join(problems)
+
+
+def load_settings() -> Settings:
+    """Read the environment now; raise :class:`SettingsError` naming any bad variable."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        raise SettingsError(_describe(error)) from None
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return load_settings()

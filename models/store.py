@@ -1,0 +1,70 @@
+"""Write and find model-store entries (BentoML model store, under ``$BENTOML_HOME``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import bentoml
+from bentoml.exceptions import NotFound
+
+from models.catalogue import CatalogueModel
+from runners import adapter_for
+from runners.base import WeightSource
+
+WEIGHTS_LABEL = "weights"
+VARIANT_LABEL = "variant"
+
+
+class ModelNotImported(LookupError):
+    """The selected model has no entry in the model store."""
+
+
+def import_command(model: CatalogueModel) -> str:
+    return f"python -m models import {model.id}"
+
+
+def import_model(model: CatalogueModel, source: WeightSource) -> bentoml.Model:
+    """Create a new store entry for ``model`` holding every file it needs at run time."""
+    adapter = adapter_for(model)
+    labels = {
+        "family": model.family.lower(),
+        WEIGHTS_LABEL: "random" if source.kind == "random" else "pretrained",
+        VARIANT_LABEL: "tiny" if source.tiny else "full",
+        "source": source.kind,
+    }
+    metadata = {
+        "id": model.id,
+        "adapter": model.adapter,
+        "upstream": dict(model.upstream),
+        "dimension": model.dimension,
+        "image_size": model.image_size,
+        "context_length": model.context_length,
+        "modalities": list(model.modalities),
+    }
+    with bentoml.models.create(model.store_name, labels=labels, metadata=metadata) as entry:
+        metadata.update(adapter.write_entry(model, Path(entry.path), source))
+        entry.info.metadata.update(metadata)
+    return bentoml.models.get(entry.tag)
+
+
+def store_tag(model: CatalogueModel) -> str:
+    """The tag that serving resolves: the newest entry of the model."""
+    return f"{model.store_name}:latest"
+
+
+def find_entry(model: CatalogueModel) -> bentoml.Model:
+    """The newest store entry of ``model``, or :class:`ModelNotImported` naming the fix."""
+    try:
+        return bentoml.models.get(store_tag(model))
+    except NotFound:
+        raise ModelNotImported(
+            f"Model {model.id} is not in the BentoML model store "
+            f"({bentoml.__name__} home: {_store_home()}). Import it first: "
+            f"{import_command(model)}  (or --from-dir DIR for already-downloaded weights)"
+        ) from None
+
+
+def _store_home() -> str:
+    from bentoml._internal.configuration.containers import BentoMLContainer
+
+    return str(BentoMLContainer.bentoml_home.get())

@@ -1,0 +1,162 @@
+"""Adapter for every model that open_clip runs (CLIP; later MobileCLIP and SigLIP2).
+
+A store entry is an open_clip "local-dir": ``open_clip_config.json`` (``model_cfg`` and
+``preprocess_cfg``) beside ``open_clip_model.safetensors``, so serving loads it with
+``open_clip.create_model("local-dir:...")`` and never touches the network.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import open_clip
+import torch
+import torch.nn.functional as F
+from open_clip.transform import MaybeToTensor, PreprocessCfg, image_transform_v2, merge_preprocess_dict
+from PIL import Image
+from safetensors.torch import save_model
+
+from models.catalogue import CatalogueModel
+from runners.base import EmbeddingRunner, WeightSource
+from runners.devices import torch_device
+
+CONFIG_FILE = "open_clip_config.json"
+WEIGHTS_FILE = "open_clip_model.safetensors"
+TINY_WIDTH = 64
+TINY_LAYERS = 2
+TINY_HEAD_WIDTH = 32
+
+
+def _local_dir(directory: Path) -> str:
+    return f"local-dir:{directory}"
+
+
+def _tiny_config(model_cfg: dict[str, Any]) -> dict[str, Any]:
+    """Shrink a ViT/transformer CLIP config to a few layers, keeping vocabulary, context,
+    patch and image size and output dimension, so tokenizer and preprocessing are the real
+    ones."""
+    cfg = copy.deepcopy(model_cfg)
+    cfg["vision_cfg"].update(width=TINY_WIDTH, layers=TINY_LAYERS, head_width=TINY_HEAD_WIDTH)
+    cfg["text_cfg"].update(width=TINY_WIDTH, layers=TINY_LAYERS, heads=TINY_WIDTH // TINY_HEAD_WIDTH)
+    return cfg
+
+
+def _base_config(arch: str, quick_gelu: bool, tiny: bool) -> dict[str, Any]:
+    cfg = open_clip.get_model_config(arch)
+    if cfg is None:
+        raise ValueError(f"open_clip has no architecture named {arch!r}")
+    if quick_gelu:
+        cfg["quick_gelu"] = True
+    return _tiny_config(cfg) if tiny else cfg
+
+
+def _build_model(model: CatalogueModel, source: WeightSource) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Instantiate the architecture with the weights ``source`` names; return it and its config."""
+    arch, tag = model.upstream["arch"], model.upstream["pretrained"]
+    pretrained_cfg = open_clip.get_pretrained_cfg(arch, tag)
+    quick_gelu = bool(pretrained_cfg.get("quick_gelu", False))
+    if source.kind == "dir" and (source.path / CONFIG_FILE).is_file():
+        return open_clip.create_model(_local_dir(source.path)), _read_config(source.path)["model_cfg"]
+    model_cfg = _base_config(arch, quick_gelu, source.tiny)
+    if source.kind == "random":
+        net = open_clip.create_model(arch, force_quick_gelu=quick_gelu, **_overrides(model_cfg, source))
+    else:
+        pretrained = tag if source.kind == "upstream" else str(_checkpoint_in(source.path))
+        net = open_clip.create_model(arch, pretrained=pretrained, force_quick_gelu=quick_gelu)
+    return net, model_cfg
+
+
+def _overrides(model_cfg: dict[str, Any], source: WeightSource) -> dict[str, Any]:
+    """Keyword overrides that make ``create_model(arch)`` build the tiny variant."""
+    if not source.tiny:
+        return {}
+    return {"vision_cfg": model_cfg["vision_cfg"], "text_cfg": model_cfg["text_cfg"]}
+
+
+def _checkpoint_in(directory: Path) -> Path:
+    candidates = sorted(
+        p for p in directory.iterdir() if p.suffix in {".safetensors", ".bin", ".pt", ".pth"}
+    )
+    if not candidates:
+        raise FileNotFoundError(f"no checkpoint (*.safetensors, *.bin, *.pt, *.pth) in {directory}")
+    return candidates[0]
+
+
+def write_entry(model: CatalogueModel, directory: Path, source: WeightSource) -> dict[str, Any]:
+    """Write a self-contained open_clip local-dir for ``model`` into ``directory``."""
+    net, model_cfg = _build_model(model, source)
+    pretrained_cfg = open_clip.get_pretrained_cfg(model.upstream["arch"], model.upstream["pretrained"])
+    preprocess = merge_preprocess_dict(net.visual.preprocess_cfg, pretrained_cfg)
+    preprocess = asdict(PreprocessCfg(**preprocess))
+    with open(directory / CONFIG_FILE, "w", encoding="utf-8") as handle:
+        json.dump({"model_cfg": model_cfg, "preprocess_cfg": preprocess}, handle, indent=2)
+    save_model(net, str(directory / WEIGHTS_FILE))
+    return {"parameters": sum(p.numel() for p in net.parameters())}
+
+
+def _read_config(directory: Path) -> dict[str, Any]:
+    with open(directory / CONFIG_FILE, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def _preprocess_cfg(directory: Path) -> PreprocessCfg:
+    return PreprocessCfg(**_read_config(directory)["preprocess_cfg"])
+
+
+class OpenClipImagePreparer:
+    """open_clip's own inference transform up to (not including) tensor conversion, so the
+    pixels match open_clip's preprocessing exactly while staying compact uint8."""
+
+    def __init__(self, directory: Path) -> None:
+        transform = image_transform_v2(_preprocess_cfg(directory), is_train=False)
+        steps = transform.transforms
+        cut = next(i for i, step in enumerate(steps) if isinstance(step, MaybeToTensor))
+        self._steps = steps[:cut]
+
+    def __call__(self, image: Image.Image) -> np.ndarray:
+        for step in self._steps:
+            image = step(image)
+        return np.array(image.convert("RGB"), dtype=np.uint8)
+
+
+def load_image_preparer(directory: Path) -> OpenClipImagePreparer:
+    return OpenClipImagePreparer(directory)
+
+
+class OpenClipRunner(EmbeddingRunner):
+    """Forward passes of an open_clip model; normalisation of pixels happens here."""
+
+    def __init__(self, directory: Path, device: str) -> None:
+        self._device = torch_device(device)
+        self._model = open_clip.create_model(_local_dir(directory), device=self._device).eval()
+        self._tokenizer = open_clip.get_tokenizer(_local_dir(directory))
+        config = _read_config(directory)
+        preprocess = PreprocessCfg(**config["preprocess_cfg"])
+        self._mean = torch.tensor(preprocess.mean, device=self._device).view(1, 3, 1, 1)
+        self._std = torch.tensor(preprocess.std, device=self._device).view(1, 3, 1, 1)
+        self.dimension = int(config["model_cfg"]["embed_dim"])
+
+    @torch.inference_mode()
+    def encode_text(self, texts: list[str]) -> np.ndarray:
+        tokens = self._tokenizer(texts).to(self._device)
+        return _unit_rows(self._model.encode_text(tokens))
+
+    @torch.inference_mode()
+    def encode_images(self, pixels: np.ndarray) -> np.ndarray:
+        batch = torch.from_numpy(np.ascontiguousarray(pixels)).to(self._device)
+        batch = batch.permute(0, 3, 1, 2).float().div_(255.0)
+        batch = (batch - self._mean) / self._std
+        return _unit_rows(self._model.encode_image(batch))
+
+
+def _unit_rows(features: torch.Tensor) -> np.ndarray:
+    return F.normalize(features.float(), dim=-1).cpu().numpy().astype(np.float32, copy=False)
+
+
+def load_runner(directory: Path, device: str) -> OpenClipRunner:
+    return OpenClipRunner(directory, device)

@@ -1,0 +1,92 @@
+"""BentoML services: ``EmbeddingService`` (public HTTP API) and ``Encoder`` (model worker).
+
+``bentoml serve`` starts both; the Encoder batches concurrent requests adaptively
+(``batchable=True``) and is reached through ``bentoml.depends``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import bentoml
+import numpy as np
+
+from embedding_server.api import app
+from embedding_server.encoder_client import EncoderConnection
+from embedding_server.pipeline import EmbeddingPipeline
+from embedding_server.schemas import ModelInfo
+from embedding_server.settings import get_settings
+from models.catalogue import find_model
+from models.store import VARIANT_LABEL, WEIGHTS_LABEL, find_entry, store_tag
+from runners import adapter_for
+
+settings = get_settings()
+MODEL = find_model(settings.model_name)
+ADAPTER = adapter_for(MODEL)
+if settings.use_ov:
+    raise RuntimeError("EMBEDDING_USE_OV=true: the OpenVINO backend is not available in this version")
+ENTRY = find_entry(MODEL)  # fails start-up with the import command when the model is missing
+
+# Raised limits on the callee work around BentoML 1.4.31-1.4.40 recycling the caller's
+# aiohttp session under load ("Connector is closed" above ~100 concurrent calls).
+DEPENDENCY_CONNECTION = {"max_requests": 1_000_000_000, "max_age": 1e9}
+
+
+@bentoml.service(
+    name="encoder",
+    workers=1,
+    runner_connection=DEPENDENCY_CONNECTION,
+    traffic={"timeout": settings.request_timeout_s},
+)
+class Encoder:
+    """Loads the model once and runs batched forward passes."""
+
+    model_ref = bentoml.models.BentoModel(store_tag(MODEL))
+
+    def __init__(self) -> None:
+        entry = self.model_ref
+        self.runner = ADAPTER.load_runner(Path(entry.path), settings.device)
+        self.model_info = ModelInfo(
+            id=MODEL.id,
+            dimension=self.runner.dimension,
+            modalities=list(MODEL.modalities),
+            image_size=MODEL.image_size,
+            context_length=MODEL.context_length,
+            device=settings.device,
+            backend="pytorch",
+            weights=entry.info.labels.get(WEIGHTS_LABEL, "pretrained"),
+            variant=entry.info.labels.get(VARIANT_LABEL, "full"),
+            store_tag=str(entry.tag),
+        )
+
+    @bentoml.api(batchable=True, max_batch_size=settings.text_max_batch_size,
+                 max_latency_ms=settings.max_latency_ms)
+    def encode_text(self, texts: list[str]) -> np.ndarray:
+        return self.runner.encode_text(texts)
+
+    @bentoml.api(batchable=True, max_batch_size=settings.image_max_batch_size,
+                 max_latency_ms=settings.max_latency_ms)
+    def encode_images(self, pixels: np.ndarray) -> np.ndarray:
+        return self.runner.encode_images(pixels)
+
+    @bentoml.api
+    async def info(self) -> dict[str, Any]:
+        """Answered on the event loop, so it stays fast while a batch is computing."""
+        return self.model_info.model_dump()
+
+
+@bentoml.service(
+    name="embedding_service",
+    http={"port": settings.server_port},
+    traffic={"timeout": settings.request_timeout_s, "max_concurrency": settings.max_concurrency},
+)
+@bentoml.asgi_app(app, path="/")
+class EmbeddingService:
+    """Public API; decodes and preprocesses media so only compact arrays reach the Encoder."""
+
+    encoder = bentoml.depends(Encoder)
+
+    def __init__(self) -> None:
+        preparer = ADAPTER.load_image_preparer(Path(ENTRY.path)) if MODEL.supports_images else None
+        self.pipeline = EmbeddingPipeline(MODEL, EncoderConnection(self.encoder), preparer, settings)
