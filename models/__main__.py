@@ -4,6 +4,7 @@
     python -m models import CLIP/clip-vit-b-32                   # download upstream weights
     python -m models import CLIP/clip-vit-b-32 --from-dir DIR    # already-downloaded files
     python -m models import CLIP/clip-vit-b-32 --random-weights [--tiny]
+    python -m models import CLIP/clip-vit-b-32 --if-missing       # no-op when already imported
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="same architecture and files, random weights (tests, benchmarks)")
     importer.add_argument("--tiny", action="store_true",
                           help="with --random-weights: a few-layer variant for fast tests")
+    importer.add_argument("--if-missing", action="store_true",
+                          help="do nothing when the store already has an entry for the model")
     return parser
 
 
@@ -62,8 +65,14 @@ def main(argv: list[str] | None = None) -> int:
     source = _source(args)
     try:
         model = find_model(args.model)
-        from models.store import import_model
+        from models.store import ModelNotImported, find_entry, import_model
 
+        if args.if_missing:
+            try:
+                print(f"{model.id} is already in the model store as {find_entry(model).tag}")
+                return 0
+            except ModelNotImported:
+                pass
         entry = import_model(model, source)
     except (UnknownModel, FamilyNotImplemented) as error:
         print(f"error: {error}", file=sys.stderr)

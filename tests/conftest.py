@@ -1,0 +1,71 @@
+"""Test session set-up: an isolated BentoML home holding a tiny random-weight CLIP entry.
+
+The environment is set here, before any test module imports bentoml or the settings, so no
+test touches the user's own model store or configuration.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from types import ModuleType
+from typing import Iterator
+
+import pytest
+from starlette.testclient import TestClient
+
+TEST_MODEL_ID = "CLIP/clip-vit-b-32"
+SESSION_HOME = Path(tempfile.mkdtemp(prefix="embedding-tests-home-"))
+
+for name in [name for name in os.environ if name.startswith("EMBEDDING_")]:
+    del os.environ[name]
+os.environ.update({
+    "BENTOML_HOME": str(SESSION_HOME),
+    "BENTOML_DO_NOT_TRACK": "true",
+    "HF_HUB_OFFLINE": "1",
+    "EMBEDDING_MODEL_NAME": TEST_MODEL_ID,
+    "EMBEDDING_URL_ALLOWED_HOSTS": "127.0.0.1",
+})
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    shutil.rmtree(SESSION_HOME, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_entry() -> Path:
+    """Directory of the tiny random-weight CLIP entry in the session's model store."""
+    from models.catalogue import find_model
+    from models.store import ModelNotImported, find_entry, import_model
+    from runners.base import WeightSource
+
+    model = find_model(TEST_MODEL_ID)
+    try:
+        return Path(find_entry(model).path)
+    except ModelNotImported:
+        return Path(import_model(model, WeightSource("random", tiny=True)).path)
+
+
+@pytest.fixture(scope="session")
+def service_module(tiny_entry: Path) -> ModuleType:
+    """``service.py``, imported once the model it selects is in the store."""
+    return importlib.import_module("service")
+
+
+@pytest.fixture(scope="session")
+def api_client(service_module: ModuleType) -> Iterator[TestClient]:
+    """In-process HTTP client of the entry service (the Encoder runs in-process, unbatched)."""
+    with TestClient(service_module.EmbeddingService.to_asgi()) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def reference_clip(tiny_entry: Path) -> tuple:
+    """open_clip's own model, preprocessing and tokenizer for the tiny entry."""
+    import open_clip
+
+    model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{tiny_entry}")
+    return model.eval(), preprocess, open_clip.get_tokenizer(f"local-dir:{tiny_entry}")
