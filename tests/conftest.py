@@ -69,3 +69,16 @@ def reference_clip(tiny_entry: Path) -> tuple:
 
     model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{tiny_entry}")
     return model.eval(), preprocess, open_clip.get_tokenizer(f"local-dir:{tiny_entry}")
+
+
+@pytest.fixture
+def isolated_model_store(tmp_path: Path) -> Iterator[Path]:
+    """A private, empty model store for tests that import entries, so they never change which
+    entry is ``latest`` in the session store that the served model resolves."""
+    from bentoml._internal.configuration.containers import BentoMLContainer
+    from bentoml._internal.models.model import ModelStore
+
+    store_dir = tmp_path / "model-store"
+    store_dir.mkdir()
+    with BentoMLContainer.model_store.patch(ModelStore(str(store_dir))):
+        yield store_dir
