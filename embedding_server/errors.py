@@ -28,3 +28,8 @@ class ModelNotInitialized(ApiError):
 
     def __init__(self) -> None:
         super().__init__(503, MODEL_NOT_INITIALIZED)
+
+
+def payload_too_large(what: str, limit: int) -> ApiError:
+    """413 for media over its byte cap (``what`` is "image", "video", ...)."""
+    return ApiError(413, f"{what.capitalize()} too large: exceeds {limit} bytes")

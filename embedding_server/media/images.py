@@ -15,14 +15,10 @@ import re
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from embedding_server.errors import ApiError, InvalidInput
+from embedding_server.errors import InvalidInput, payload_too_large
 
 DATA_URL = re.compile(r"^data:[\w.+-]+/[\w.+-]+(;[\w=.+-]+)*;base64,", re.IGNORECASE)
 WHITESPACE = re.compile(r"\s+")
-
-
-def payload_too_large(what: str, limit: int) -> ApiError:
-    return ApiError(413, f"{what.capitalize()} too large: exceeds {limit} bytes")
 
 
 def decode_base64(text: str, *, max_bytes: int, what: str = "image") -> bytes:

@@ -16,7 +16,7 @@ import socket
 
 import httpx
 
-from embedding_server.errors import ApiError, InvalidInput
+from embedding_server.errors import ApiError, InvalidInput, payload_too_large
 from embedding_server.settings import Settings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -230,7 +230,7 @@ def _client(settings: Settings) -> httpx.AsyncClient:
 
 async def _read_capped(response: httpx.Response, max_bytes: int, what: str) -> bytes:
     """The body, refused as soon as it is known to exceed ``max_bytes``."""
-    too_large = ApiError(413, f"{what.capitalize()} too large: exceeds {max_bytes} bytes")
+    too_large = payload_too_large(what, max_bytes)
     encoding = response.headers.get("content-encoding", "identity").strip().lower()
     if encoding not in ("", "identity"):
         # Decoding could turn one small chunk into an unbounded amount of memory.
