@@ -1,0 +1,18 @@
+"""Tensor conversions at the edges of the PyTorch runners."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def pixel_batch(pixels: np.ndarray, device: torch.device) -> torch.Tensor:
+    """uint8 ``(N, H, W, 3)`` pixels as float ``(N, 3, H, W)`` in 0..1 on ``device``."""
+    batch = torch.from_numpy(np.ascontiguousarray(pixels)).to(device)
+    return batch.permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def unit_rows(features: torch.Tensor) -> np.ndarray:
+    """L2-normalised float32 rows on the CPU."""
+    return F.normalize(features.float(), dim=-1).cpu().numpy()
