@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             except ModelNotImported:
                 pass
         entry = import_model(model, source)
-    except (UnknownModel, FamilyNotImplemented) as error:
+    except (UnknownModel, FamilyNotImplemented, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"Imported {model.id} as {entry.tag} ({entry.info.labels['weights']} weights, "

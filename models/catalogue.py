@@ -19,6 +19,8 @@ class CatalogueModel:
     ``adapter`` names the runner module in ``runners/`` that imports and serves the model;
     ``upstream`` is what that adapter needs to fetch the real weights (an open_clip
     architecture and pretrained tag, or a Hugging Face repository id).
+    ``instruction_template``, for models trained with task instructions, formats a text
+    input's optional ``instruction`` with its text (``{instruction}``, ``{text}``).
     """
 
     family: str
@@ -30,6 +32,7 @@ class CatalogueModel:
     context_length: int
     modalities: tuple[str, ...] = MULTIMODAL
     notes: str = field(default="", compare=False)
+    instruction_template: str | None = None
 
     @property
     def id(self) -> str:
@@ -52,9 +55,18 @@ def _open_clip(family: str, name: str, arch: str, pretrained: str, dim: int, siz
                           dim, size, context)
 
 
-def _hf(family: str, name: str, adapter: str, repo: str, dim: int, size: int | None, context: int,
-        modalities: tuple[str, ...] = MULTIMODAL) -> CatalogueModel:
-    return CatalogueModel(family, name, adapter, {"repo": repo}, dim, size, context, modalities)
+def _hf(family: str, name: str, adapter: str, repo: str, dim: int, size: int, context: int) -> CatalogueModel:
+    return CatalogueModel(family, name, adapter, {"repo": repo}, dim, size, context)
+
+
+# Qwen3-Embedding's query format (``get_detailed_instruct`` of its model card).
+QWEN3_INSTRUCTION = "Instruct: {instruction}\nQuery:{text}"
+
+
+def _text_embedder(family: str, name: str, repo: str, dim: int, context: int, pooling: str,
+                   instruction_template: str | None = None) -> CatalogueModel:
+    return CatalogueModel(family, name, "text_embedder", {"repo": repo, "pooling": pooling}, dim, None,
+                          context, TEXT_ONLY, instruction_template=instruction_template)
 
 
 CATALOGUE: tuple[CatalogueModel, ...] = (
@@ -79,12 +91,12 @@ CATALOGUE: tuple[CatalogueModel, ...] = (
     _open_clip("SigLIP", "siglip2-so400m-patch16-384", "ViT-SO400M-16-SigLIP2-384", "webli",
                1152, 384, 64),
     _hf("Blip2", "blip2_transformers", "blip2", "Salesforce/blip2-itm-vit-g", 256, 224, 32),
-    _hf("QwenText", "qwen3-embedding-0.6b", "text_embedder", "Qwen/Qwen3-Embedding-0.6B",
-        1024, None, 8192, TEXT_ONLY),
-    _hf("QwenText", "qwen3-embedding-4b", "text_embedder", "Qwen/Qwen3-Embedding-4B",
-        2560, None, 8192, TEXT_ONLY),
-    _hf("QwenText", "qwen3-embedding-8b", "text_embedder", "Qwen/Qwen3-Embedding-8B",
-        4096, None, 8192, TEXT_ONLY),
+    _text_embedder("QwenText", "qwen3-embedding-0.6b", "Qwen/Qwen3-Embedding-0.6B", 1024, 32768,
+                   "lasttoken", QWEN3_INSTRUCTION),
+    _text_embedder("QwenText", "qwen3-embedding-4b", "Qwen/Qwen3-Embedding-4B", 2560, 32768,
+                   "lasttoken", QWEN3_INSTRUCTION),
+    _text_embedder("QwenText", "qwen3-embedding-8b", "Qwen/Qwen3-Embedding-8B", 4096, 32768,
+                   "lasttoken", QWEN3_INSTRUCTION),
 )
 
 

@@ -41,6 +41,7 @@ def import_model(model: CatalogueModel, source: WeightSource) -> bentoml.Model:
         "context_length": model.context_length,
         "modalities": list(model.modalities),
     }
+    metadata = {key: value for key, value in metadata.items() if value is not None}  # BentoML refuses None
     with bentoml.models.create(model.store_name, labels=labels, metadata=metadata) as entry:
         metadata.update(adapter.write_entry(model, Path(entry.path), source))
         entry.info.metadata.update(metadata)

@@ -9,6 +9,10 @@ from models.catalogue import CATALOGUE, CatalogueModel
 
 ADAPTER_MODULES: dict[str, str] = {
     "open_clip": "runners.open_clip_family",
+    "mobileclip_s0": "runners.mobileclip_s0",
+    "chinese_clip": "runners.chinese_clip",
+    "blip2": "runners.blip2",
+    "text_embedder": "runners.text_embedder",
 }
 
 

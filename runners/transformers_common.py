@@ -1,0 +1,219 @@
+"""What the adapters of transformers-run families share.
+
+A store entry is a Hugging Face directory: the model's ``save_pretrained`` files, its
+tokenizer and (for image models) its image processor, plus :data:`ENTRY_CONFIG_FILE` with
+what serving needs beyond them (text length cap, pooling). Serving loads everything from the
+entry with ``local_files_only=True``.
+
+Images: the entry service's preparer runs the entry's own image processor with rescaling and
+normalisation switched off, which leaves its resized and cropped uint8 pixels; the runner then
+rescales and normalises on the model's device with the processor's own factors.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from transformers import (
+    AutoImageProcessor,
+    AutoTokenizer,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+from transformers.image_processing_utils import BaseImageProcessor
+
+from models.catalogue import CatalogueModel
+from runners.base import EmbeddingRunner, WeightSource
+from runners.devices import torch_device
+from runners.upstream_configs import upstream_config
+
+ENTRY_CONFIG_FILE = "embedding_entry.json"
+_CONFIG_PATTERNS = ["*.json", "*.txt", "*.model", "*.tiktoken"]
+
+
+def upstream_snapshot(repo: str) -> Path:
+    """Download hub repository ``repo`` (config, tokenizer, preprocessing, weights) with
+    progress bars; safetensors weights when the repository has them, else ``*.bin``."""
+    from huggingface_hub import snapshot_download
+
+    path = Path(snapshot_download(repo, allow_patterns=[*_CONFIG_PATTERNS, "*.safetensors"]))
+    if not any(path.rglob("*.safetensors")):
+        path = Path(snapshot_download(repo, allow_patterns=[*_CONFIG_PATTERNS, "*.bin"]))
+    return path
+
+
+def source_directory(model: CatalogueModel, source: WeightSource) -> Path:
+    """The Hugging Face directory that pretrained weights come from (downloaded when upstream)."""
+    if source.kind == "upstream":
+        return upstream_snapshot(model.upstream["repo"])
+    if source.kind == "dir":
+        return source.path
+    raise ValueError(f"{source.kind!r} weights do not come from a directory")
+
+
+@dataclass
+class EntryParts:
+    """What a transformers entry is written from."""
+
+    network: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    image_processor: BaseImageProcessor | None
+    tokenizer_origin: str  # "pretrained" (shipped with the weights) or "stand-in"
+    settings: dict[str, Any] = field(default_factory=dict)  # adapter-specific serving settings
+
+
+def pretrained_parts(model_class: type[PreTrainedModel], directory: Path, with_images: bool) -> EntryParts:
+    """Model, tokenizer and (``with_images``) image processor from a Hugging Face directory."""
+    network = model_class.from_pretrained(directory, local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+    processor = AutoImageProcessor.from_pretrained(directory, local_files_only=True) if with_images else None
+    return EntryParts(network, tokenizer, processor, "pretrained")
+
+
+# A tiny tower: two narrow layers. Image and patch sizes, position tables, query counts and
+# output widths stay the real ones, so preprocessing and vector width are the model's.
+TINY_TOWER = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2}
+
+
+def config_from_upstream(config_class: type[PretrainedConfig], repo: str,
+                         shrink: Mapping[str, Mapping[str, Any]] | None = None) -> PretrainedConfig:
+    """``config_class`` with the architecture of hub repository ``repo``; ``shrink`` maps a
+    sub-config name (``"."``: the top level) to the sizes that replace its own."""
+    config = upstream_config(repo)
+    for part, sizes in (shrink or {}).items():
+        (config if part == "." else config[part]).update(sizes)
+    del config["model_type"]
+    return config_class(**config)
+
+
+def spread_tiny_weights(network: torch.nn.Module, seed: int = 0) -> None:
+    """Redraw every weight matrix of a tiny random network from N(0, 1/fan_in).
+
+    transformers' initialisers are tuned for training large models (small deviations; BLIP-2's
+    vision tower uses 1e-10), which in a two-layer network leaves outputs almost independent
+    of the input. At unit activation scale different inputs give clearly different vectors, so
+    parity tests on tiny entries can tell a wrong input pipeline from a right one.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in network.parameters():
+            if parameter.dim() >= 2:
+                parameter.normal_(0.0, parameter[0].numel() ** -0.5, generator=generator)
+
+
+def save_entry(model: CatalogueModel, directory: Path, parts: EntryParts, dimension: int,
+               max_length: int) -> dict[str, Any]:
+    """Write ``parts`` into the entry; returns the entry metadata.
+
+    ``dimension`` is the width of the model's vectors: an import whose weights do not give the
+    catalogue's dimension (a wrong ``--from-dir``) is refused.
+    """
+    if dimension != model.dimension:
+        raise ValueError(f"{model.id} gives {model.dimension}-d vectors, but these weights give "
+                         f"{dimension}-d: is this the right model directory?")
+    parts.network.save_pretrained(directory)
+    parts.tokenizer.save_pretrained(directory)
+    if parts.image_processor is not None:
+        parts.image_processor.save_pretrained(directory)
+    config = {"max_length": max_length, "tokenizer": parts.tokenizer_origin, **parts.settings}
+    with open(directory / ENTRY_CONFIG_FILE, "w", encoding="utf-8") as handle:
+        json.dump(config, handle, indent=2)
+    metadata: dict[str, Any] = {"parameters": sum(p.numel() for p in parts.network.parameters()),
+                                "tokenizer": parts.tokenizer_origin, "tokenizer_vocab_size": len(parts.tokenizer)}
+    if parts.tokenizer_origin == "stand-in":
+        metadata["tokenizer_stands_in_for"] = model.upstream["repo"]
+    return metadata
+
+
+def read_entry_config(directory: Path) -> dict[str, Any]:
+    with open(directory / ENTRY_CONFIG_FILE, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+class ProcessorImagePreparer:
+    """The entry's image processor up to (not including) rescaling and normalisation: its
+    resized and cropped pixels, uint8 ``(H, W, 3)``."""
+
+    def __init__(self, directory: Path) -> None:
+        self._processor = AutoImageProcessor.from_pretrained(directory, local_files_only=True)
+
+    def __call__(self, image: Image.Image) -> np.ndarray:
+        pixels = self._processor(image, do_rescale=False, do_normalize=False, return_tensors="np")
+        return np.ascontiguousarray(np.asarray(pixels["pixel_values"][0], dtype=np.uint8).transpose(1, 2, 0))
+
+
+def load_image_preparer(directory: Path) -> ProcessorImagePreparer:
+    return ProcessorImagePreparer(directory)
+
+
+class PixelNormaliser:
+    """Rescales and normalises prepared uint8 pixels as the entry's image processor does, as
+    one fused step (``(x - mean / factor) / (std / factor)``, the processor's own fusion)."""
+
+    def __init__(self, directory: Path, device: torch.device) -> None:
+        processor = AutoImageProcessor.from_pretrained(directory, local_files_only=True)
+        factor = processor.rescale_factor if processor.do_rescale else 1.0
+        mean = processor.image_mean if processor.do_normalize else [0.0, 0.0, 0.0]
+        std = processor.image_std if processor.do_normalize else [1.0, 1.0, 1.0]
+        self._mean = (torch.tensor(mean, dtype=torch.float32) / factor).view(1, 3, 1, 1).to(device)
+        self._std = (torch.tensor(std, dtype=torch.float32) / factor).view(1, 3, 1, 1).to(device)
+
+    def __call__(self, pixels: np.ndarray) -> torch.Tensor:
+        """uint8 ``(N, H, W, 3)`` to the model's float ``(N, 3, H, W)`` input."""
+        batch = torch.from_numpy(np.ascontiguousarray(pixels)).to(self._mean.device)
+        return (batch.permute(0, 3, 1, 2).float() - self._mean) / self._std
+
+
+def unit_rows(features: torch.Tensor) -> np.ndarray:
+    """L2-normalised float32 rows, on the CPU."""
+    return F.normalize(features.float(), dim=-1).cpu().numpy().astype(np.float32, copy=False)
+
+
+class TransformersRunner(EmbeddingRunner):
+    """Loads an entry's model and tokenizer; subclasses say how features come out of them.
+
+    Weights run in float32 whatever dtype the entry stores them in.
+    """
+
+    def __init__(self, directory: Path, device: str, model_class: type[PreTrainedModel]) -> None:
+        self._device = torch_device(device)
+        self.entry_config = read_entry_config(directory)
+        self.max_length = int(self.entry_config["max_length"])
+        self.tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+        self.model = model_class.from_pretrained(directory, local_files_only=True,
+                                                 dtype=torch.float32).to(self._device).eval()
+        has_images = (directory / "preprocessor_config.json").is_file()
+        self._normalise: Callable[[np.ndarray], torch.Tensor] | None = (
+            PixelNormaliser(directory, self._device) if has_images else None)
+
+    def tokens(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        """Padded to the batch's longest text, truncated at :attr:`max_length` tokens."""
+        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
+                               return_tensors="pt")
+        return {name: tensor.to(self._device) for name, tensor in batch.items()}
+
+    @abstractmethod
+    def text_features(self, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Unnormalised text vectors of a tokenised batch."""
+
+    def image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError("this model does not embed images")
+
+    @torch.inference_mode()
+    def encode_text(self, texts: list[str]) -> np.ndarray:
+        return unit_rows(self.text_features(self.tokens(texts)))
+
+    @torch.inference_mode()
+    def encode_images(self, pixels: np.ndarray) -> np.ndarray:
+        if self._normalise is None:
+            raise NotImplementedError("this model does not embed images")
+        return unit_rows(self.image_features(self._normalise(pixels)))
