@@ -13,6 +13,7 @@ import bentoml
 import numpy as np
 
 from embedding_server.api import app
+from embedding_server.coalescing import CoalescingEncoder
 from embedding_server.encoder_client import EncoderConnection
 from embedding_server.pipeline import EmbeddingPipeline
 from embedding_server.schemas import ModelInfo
@@ -31,6 +32,9 @@ ENTRY = find_entry(MODEL)  # fails start-up with the import command when the mod
 # Raised limits on the callee work around BentoML 1.4.31-1.4.40 recycling the caller's
 # aiohttp session under load ("Connector is closed" above ~100 concurrent calls).
 DEPENDENCY_CONNECTION = {"max_requests": 1_000_000_000, "max_age": 1e9}
+# The /embeddings route enforces request_timeout_s itself (a 504 with the API's "detail" body);
+# BentoML's traffic timeout stays as a backstop for everything else, a little later.
+TIMEOUT_BACKSTOP_S = 5.0
 
 
 @bentoml.service(
@@ -79,7 +83,9 @@ class Encoder:
 @bentoml.service(
     name="embedding_service",
     http={"port": settings.server_port},
-    traffic={"timeout": settings.request_timeout_s, "max_concurrency": settings.max_concurrency},
+    # No traffic.max_concurrency: the app's ConcurrencyLimitMiddleware answers 429 with a
+    # "detail" body and limits /embeddings only, so /health stays answerable under load.
+    traffic={"timeout": settings.request_timeout_s + TIMEOUT_BACKSTOP_S},
 )
 @bentoml.asgi_app(app, path="/")
 class EmbeddingService:
@@ -89,4 +95,6 @@ class EmbeddingService:
 
     def __init__(self) -> None:
         preparer = ADAPTER.load_image_preparer(Path(ENTRY.path)) if MODEL.supports_images else None
-        self.pipeline = EmbeddingPipeline(MODEL, EncoderConnection(self.encoder), preparer, settings)
+        # Concurrent requests share Encoder calls (one in flight per modality): see coalescing.py.
+        encoder = CoalescingEncoder(EncoderConnection(self.encoder), settings)
+        self.pipeline = EmbeddingPipeline(MODEL, encoder, preparer, settings)

@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
 from embedding_server.body_limit import BodyLimitMiddleware
+from embedding_server.concurrency_limit import ConcurrencyLimitMiddleware
 from embedding_server.encoding import embedding_body
 from embedding_server.errors import MODEL_NOT_HEALTHY, ApiError, InvalidInput
 from embedding_server.pipeline import EmbeddingPipeline
@@ -31,6 +32,8 @@ MAX_REPORTED_ERRORS = 3
 app = FastAPI(title="Multimodal embedding server",
               description="Text, image and video embeddings with CLIP-style models.")
 app.add_middleware(BodyLimitMiddleware, max_bytes=get_settings().max_body_bytes)
+app.add_middleware(ConcurrencyLimitMiddleware, max_concurrency=get_settings().max_concurrency,
+                   paths=("/embeddings",))
 
 
 def current_pipeline(service: Any = Depends(bentoml.get_current_service)) -> EmbeddingPipeline:
@@ -99,11 +102,15 @@ async def capabilities(pipeline: EmbeddingPipeline = Depends(current_pipeline)) 
 @app.post("/embeddings")
 async def embeddings(request: EmbeddingRequest,
                      pipeline: EmbeddingPipeline = Depends(current_pipeline)) -> Response:
+    timeout_s = get_settings().request_timeout_s
     try:
-        embedding = await pipeline.embed(request)
+        async with asyncio.timeout(timeout_s) as deadline:
+            embedding = await pipeline.embed(request)
     except ApiError:
         raise
     except Exception as error:
+        if deadline.expired():
+            raise ApiError(504, f"The request did not complete within {timeout_s:g} seconds") from None
         logger.exception("embedding failed")
         raise ApiError(500, f"Error creating embedding: {error}") from error
     return Response(embedding_body(embedding), media_type="application/json")

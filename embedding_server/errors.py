@@ -33,3 +33,13 @@ class ModelNotInitialized(ApiError):
 def payload_too_large(what: str, limit: int) -> ApiError:
     """413 for media over its byte cap (``what`` is "image", "video", ...)."""
     return ApiError(413, f"{what.capitalize()} too large: exceeds {limit} bytes")
+
+
+def located(where: str, error: ApiError) -> ApiError:
+    """``error`` naming the failing item ``where`` (say ``video_frames[3]``) in its message."""
+    detail = error.detail
+    if detail.startswith(INVALID_INPUT_PREFIX):
+        detail = f"{INVALID_INPUT_PREFIX}{where}: {detail[len(INVALID_INPUT_PREFIX):]}"
+    else:
+        detail = f"{where}: {detail}"
+    return ApiError(error.status_code, detail)

@@ -24,7 +24,8 @@ from embedding_server.schemas import (
     TextInput,
 )
 from embedding_server.settings import Settings
-from models.catalogue import CatalogueModel
+from embedding_server.video_inputs import VideoEmbedder
+from models.catalogue import CATALOGUE, CatalogueModel
 from runners.base import ImagePreparer
 
 
@@ -51,6 +52,12 @@ def unsupported_modality(kind: str) -> ApiError:
     return ApiError(400, f"{kind} inputs are not supported by the active model")
 
 
+def unsupported_instruction(model: CatalogueModel) -> ApiError:
+    families = dict.fromkeys(m.family for m in CATALOGUE if m.instruction_template is not None)
+    return ApiError(400, f"instruction is only supported by {', '.join(families)} models; "
+                         f"the active model {model.id} embeds texts as given")
+
+
 class EmbeddingPipeline:
     """Serves ``POST /embeddings`` and the model-status routes for one loaded model."""
 
@@ -61,6 +68,7 @@ class EmbeddingPipeline:
         self._preparer = preparer
         self._settings = settings
         self._info: ModelInfo | None = None
+        self._video = VideoEmbedder(encoder.encode_images, self._image_pixels, settings)
 
     async def model_info(self) -> ModelInfo:
         """The Encoder's report; 503 ``Model is not initialized`` until it answers."""
@@ -83,8 +91,8 @@ class EmbeddingPipeline:
             flat = True
             vectors = await self._encoder.encode_images(await self._image_pixels(item))
         elif isinstance(item, VIDEO_INPUTS):
-            self._require_images("Video")
-            raise ApiError(400, f"Video inputs ({item.type}) are not supported by this server version yet")
+            flat = False
+            vectors = await self._video.embed(item, self._require_images("Video"))
         else:  # the request schema admits no other type
             raise InvalidInput(f"unsupported input type {item.type!r}")
         return encode_embedding(vectors, flat=flat, encoding_format=request.encoding_format)
@@ -103,7 +111,20 @@ class EmbeddingPipeline:
                 raise InvalidInput(
                     f"text[{index}] has {len(text)} characters, over the limit of {limits.max_text_chars}"
                 )
+        if item.instruction is not None:
+            return self._with_instruction(item.instruction, texts)
         return texts
+
+    def _with_instruction(self, instruction: str, texts: list[str]) -> list[str]:
+        """Each text formatted with ``instruction`` by the model's template; a model trained
+        without instructions refuses one (400) rather than embed something else than asked."""
+        template = self.model.instruction_template
+        if template is None:
+            raise unsupported_instruction(self.model)
+        if len(instruction) > self._settings.max_text_chars:
+            raise InvalidInput(f"instruction has {len(instruction)} characters, over the limit of "
+                               f"{self._settings.max_text_chars}")
+        return [template.format(instruction=instruction, text=text) for text in texts]
 
     def _require_images(self, kind: str) -> ImagePreparer:
         if self._preparer is None or not self.model.supports_images:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
 
 NonEmptyStr = Annotated[StrictStr, Field(min_length=1)]
 
@@ -18,6 +18,8 @@ class _InputObject(BaseModel):
 class TextInput(_InputObject):
     type: Literal["text"]
     text: Union[StrictStr, Annotated[list[StrictStr], Field(min_length=1)]]
+    # Extension: a task instruction for instruction-trained models, applied to every text.
+    instruction: StrictStr | None = None
 
 
 class ImageUrlInput(_InputObject):
@@ -36,11 +38,18 @@ FrameInput = Annotated[Union[ImageUrlInput, ImageBase64Input], Field(discriminat
 class SegmentConfig(_InputObject):
     """Frame extraction settings; omitted keys take the server's defaults."""
 
-    startOffsetSec: Annotated[float, Field(ge=0)] | None = None
-    clip_duration: float | None = None
+    startOffsetSec: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+    clip_duration: Annotated[float, Field(allow_inf_nan=False)] | None = None  # -1: to the end
     num_frames: Annotated[int, Field(ge=1)] | None = None
-    extraction_fps: Annotated[float, Field(gt=0)] | None = None
+    extraction_fps: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
     frame_indexes: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)] | None = None
+
+    @field_validator("clip_duration")
+    @classmethod
+    def _positive_or_to_the_end(cls, value: float | None) -> float | None:
+        if value is not None and value != -1 and value <= 0:
+            raise ValueError("must be a positive number of seconds, or -1 for the rest of the video")
+        return value
 
 
 class VideoFramesInput(_InputObject):

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import os
 import re
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "EMBEDDING_"
@@ -40,6 +41,14 @@ class Settings(BaseSettings):
 
     # --- video (used by the video inputs) ---
     video_root: Path = Path("/tmp/videoQnA")
+    # Further directories whose files video_file / frames_batch may name by absolute path
+    # (os.pathsep-separated); the video root is always allowed.
+    video_allowed_roots: Annotated[tuple[Path, ...], NoDecode] = ()
+    video_temp_dir: Path | None = None  # downloads and base64 videos; None: the system's
+    max_video_bytes: int = Field(256 * MiB, ge=1024)
+    max_frames_per_request: int = Field(1024, ge=1)
+    video_default_num_frames: int = Field(64, ge=1)
+    max_extraction_fps: float = Field(240.0, gt=0, allow_inf_nan=False)
 
     # --- remote media policy ---
     url_allowed_hosts: Annotated[tuple[str, ...], NoDecode] = ()
@@ -54,6 +63,9 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(64_000_000, ge=1)
     max_text_items: int = Field(1024, ge=1)
     max_text_chars: int = Field(100_000, ge=1)
+    # Long-context text embedders (QwenText) truncate texts at this many tokens, or at the
+    # model's own maximum when smaller; short-context models cut at their context length.
+    text_token_cap: int = Field(8192, ge=1)
 
     # --- encoder batching and traffic ---
     text_max_batch_size: int = Field(64, ge=2)
@@ -74,6 +86,29 @@ class Settings(BaseSettings):
     @classmethod
     def _strip_model_name(cls, value: str) -> str:
         return value.strip()
+
+    @field_validator("video_allowed_roots", mode="before")
+    @classmethod
+    def _split_paths(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(os.pathsep) if part.strip())
+        return value
+
+    @field_validator("video_root", "video_allowed_roots", "video_temp_dir")
+    @classmethod
+    def _absolute_paths(cls, value: Path | tuple[Path, ...] | None) -> object:
+        for path in (value if isinstance(value, tuple) else (value,)):
+            if path is not None and not path.is_absolute():
+                raise ValueError(f"{str(path)!r} is not an absolute path")
+        return value
+
+    @field_validator("video_default_num_frames")
+    @classmethod
+    def _default_within_cap(cls, value: int, info: ValidationInfo) -> int:
+        cap = info.data.get("max_frames_per_request")
+        if cap is not None and value > cap:
+            raise ValueError(f"exceeds EMBEDDING_MAX_FRAMES_PER_REQUEST ({cap})")
+        return value
 
     @field_validator("url_allowed_hosts", mode="before")
     @classmethod

@@ -1,8 +1,10 @@
-"""Adapter for every model that open_clip runs (CLIP; later MobileCLIP and SigLIP2).
+"""Adapter for every model that open_clip runs: CLIP, MobileCLIP (S1, S2, B) and SigLIP2.
 
 A store entry is an open_clip "local-dir": ``open_clip_config.json`` (``model_cfg`` and
-``preprocess_cfg``) beside ``open_clip_model.safetensors``, so serving loads it with
-``open_clip.create_model("local-dir:...")`` and never touches the network.
+``preprocess_cfg``) beside ``open_clip_model.safetensors``, plus the Hugging Face tokenizer
+files when the config names one (SigLIP2's Gemma tokenizer), so serving loads it with
+``open_clip.create_model("local-dir:...")`` and ``open_clip.get_tokenizer("local-dir:...")``
+and never touches the network.
 """
 
 from __future__ import annotations
@@ -20,10 +22,14 @@ import torch.nn.functional as F
 from open_clip.transform import MaybeToTensor, PreprocessCfg, image_transform_v2, merge_preprocess_dict
 from PIL import Image
 from safetensors.torch import save_model
+from timm.utils.model import reparameterize_model
 
 from models.catalogue import CatalogueModel
+from runners import causal_text
+from runners import tiny_towers  # registers the tiny timm towers that tiny entries name
 from runners.base import EmbeddingRunner, WeightSource
 from runners.devices import torch_device
+from runners.hf_tokenizers import STAND_IN_VOCAB_SIZE, save_tokenizer
 
 CONFIG_FILE = "open_clip_config.json"
 WEIGHTS_FILE = "open_clip_model.safetensors"
@@ -37,12 +43,22 @@ def _local_dir(directory: Path) -> str:
 
 
 def _tiny_config(model_cfg: dict[str, Any]) -> dict[str, Any]:
-    """Shrink a ViT/transformer CLIP config to a few layers, keeping vocabulary, context,
-    patch and image size and output dimension, so tokenizer and preprocessing are the real
-    ones."""
+    """Shrink a config to a few layers, keeping context, patch and image size and output
+    dimension, so preprocessing is the real one.
+
+    A timm image tower becomes its registered tiny variant (:mod:`runners.tiny_towers`). The
+    vocabulary stays, except where the config names a Hugging Face tokenizer: random entries
+    carry a stand-in for it (:mod:`runners.hf_tokenizers`) and the embedding table its size.
+    """
     cfg = copy.deepcopy(model_cfg)
-    cfg["vision_cfg"].update(width=TINY_WIDTH, layers=TINY_LAYERS, head_width=TINY_HEAD_WIDTH)
-    cfg["text_cfg"].update(width=TINY_WIDTH, layers=TINY_LAYERS, heads=TINY_WIDTH // TINY_HEAD_WIDTH)
+    vision, text = cfg["vision_cfg"], cfg["text_cfg"]
+    if "timm_model_name" in vision:
+        vision["timm_model_name"] = tiny_towers.tiny_timm_name(vision["timm_model_name"])
+    else:
+        vision.update(width=TINY_WIDTH, layers=TINY_LAYERS, head_width=TINY_HEAD_WIDTH)
+    text.update(width=TINY_WIDTH, layers=TINY_LAYERS, heads=TINY_WIDTH // TINY_HEAD_WIDTH)
+    if text.get("hf_tokenizer_name"):
+        text["vocab_size"] = STAND_IN_VOCAB_SIZE
     return cfg
 
 
@@ -55,16 +71,38 @@ def _base_config(arch: str, quick_gelu: bool, tiny: bool) -> dict[str, Any]:
     return _tiny_config(cfg) if tiny else cfg
 
 
-def _build_model(model: CatalogueModel, source: WeightSource) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Instantiate the architecture with the weights ``source`` names; return it and its config."""
+def _quick_gelu(model: CatalogueModel) -> bool:
+    pretrained_cfg = open_clip.get_pretrained_cfg(model.upstream["arch"], model.upstream["pretrained"])
+    return bool(pretrained_cfg.get("quick_gelu", False))
+
+
+def _is_local_dir(source: WeightSource) -> bool:
+    """``source`` is an open_clip local-dir (or hf-hub snapshot) with its own config."""
+    return source.kind == "dir" and (source.path / CONFIG_FILE).is_file()
+
+
+def model_config(model: CatalogueModel, source: WeightSource) -> dict[str, Any]:
+    """The ``model_cfg`` an entry of ``model`` imported from ``source`` holds."""
+    if _is_local_dir(source):
+        return _read_config(source.path)["model_cfg"]
+    return _base_config(model.upstream["arch"], _quick_gelu(model), source.tiny)
+
+
+def build_model(model: CatalogueModel, source: WeightSource,
+                device: str = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Instantiate the architecture with the weights ``source`` names; return it and its config.
+
+    ``device="meta"`` (inside ``with torch.device("meta")``) builds random weights without
+    allocating them, to count parameters.
+    """
     arch, tag = model.upstream["arch"], model.upstream["pretrained"]
-    pretrained_cfg = open_clip.get_pretrained_cfg(arch, tag)
-    quick_gelu = bool(pretrained_cfg.get("quick_gelu", False))
-    if source.kind == "dir" and (source.path / CONFIG_FILE).is_file():
-        return open_clip.create_model(_local_dir(source.path)), _read_config(source.path)["model_cfg"]
-    model_cfg = _base_config(arch, quick_gelu, source.tiny)
+    quick_gelu = _quick_gelu(model)
+    model_cfg = model_config(model, source)
+    if _is_local_dir(source):
+        return open_clip.create_model(_local_dir(source.path)), model_cfg
     if source.kind == "random":
-        net = open_clip.create_model(arch, force_quick_gelu=quick_gelu, **_overrides(model_cfg, source))
+        net = open_clip.create_model(arch, force_quick_gelu=quick_gelu, device=device,
+                                     **_overrides(model_cfg, source))
     else:
         pretrained = tag if source.kind == "upstream" else str(_checkpoint_in(source.path))
         net = open_clip.create_model(arch, pretrained=pretrained, force_quick_gelu=quick_gelu)
@@ -88,15 +126,23 @@ def _checkpoint_in(directory: Path) -> Path:
 
 
 def write_entry(model: CatalogueModel, directory: Path, source: WeightSource) -> dict[str, Any]:
-    """Write a self-contained open_clip local-dir for ``model`` into ``directory``."""
-    net, model_cfg = _build_model(model, source)
+    """Write a self-contained open_clip local-dir for ``model`` into ``directory``.
+
+    The tokenizer goes first: a missing one fails the import before any weights download.
+    """
+    metadata: dict[str, Any] = {}
+    tokenizer_name = model_config(model, source)["text_cfg"].get("hf_tokenizer_name")
+    if tokenizer_name:
+        metadata.update(save_tokenizer(tokenizer_name, directory, source))
+    net, model_cfg = build_model(model, source)
     pretrained_cfg = open_clip.get_pretrained_cfg(model.upstream["arch"], model.upstream["pretrained"])
     preprocess = merge_preprocess_dict(net.visual.preprocess_cfg, pretrained_cfg)
     preprocess = asdict(PreprocessCfg(**preprocess))
     with open(directory / CONFIG_FILE, "w", encoding="utf-8") as handle:
         json.dump({"model_cfg": model_cfg, "preprocess_cfg": preprocess}, handle, indent=2)
     save_model(net, str(directory / WEIGHTS_FILE))
-    return {"parameters": sum(p.numel() for p in net.parameters())}
+    metadata["parameters"] = sum(p.numel() for p in net.parameters())
+    return metadata
 
 
 def _read_config(directory: Path) -> dict[str, Any]:
@@ -133,8 +179,12 @@ class OpenClipRunner(EmbeddingRunner):
 
     def __init__(self, directory: Path, device: str) -> None:
         self._device = torch_device(device)
-        self._model = open_clip.create_model(_local_dir(directory), device=self._device).eval()
+        model = open_clip.create_model(_local_dir(directory), device=self._device).eval()
+        # Fuses the train-time branches of re-parameterisable blocks (MobileCLIP's FastViT);
+        # leaves other models unchanged.
+        self._model = reparameterize_model(model, inplace=True)
         self._tokenizer = open_clip.get_tokenizer(_local_dir(directory))
+        self._trim_text = causal_text.trimmable(self._model)  # CLIP towers skip trailing padding
         config = _read_config(directory)
         preprocess = PreprocessCfg(**config["preprocess_cfg"])
         self._mean = torch.tensor(preprocess.mean, device=self._device).view(1, 3, 1, 1)
@@ -144,6 +194,8 @@ class OpenClipRunner(EmbeddingRunner):
     @torch.inference_mode()
     def encode_text(self, texts: list[str]) -> np.ndarray:
         tokens = self._tokenizer(texts).to(self._device)
+        if self._trim_text:
+            return _unit_rows(causal_text.encode_text_trimmed(self._model, tokens))
         return _unit_rows(self._model.encode_text(tokens))
 
     @torch.inference_mode()

@@ -204,20 +204,6 @@ def test_unreachable_url_is_422(api_client):
     assert "could not fetch image URL" in response.json()["detail"]
 
 
-@pytest.mark.parametrize("kind", ["video_url", "video_base64", "video_file", "frames_batch", "video_frames"])
-def test_video_inputs_answer_400_until_supported(api_client, kind):
-    item = {
-        "video_url": {"type": "video_url", "video_url": "http://127.0.0.1:9/v.mp4"},
-        "video_base64": {"type": "video_base64", "video_base64": "AAAA"},
-        "video_file": {"type": "video_file", "video_path": "sample.mp4"},
-        "frames_batch": {"type": "frames_batch", "frames_manifest_path": "/tmp/m.json"},
-        "video_frames": {"type": "video_frames", "video_frames": [{"type": "image_base64", "image_base64": "AAAA"}]},
-    }[kind]
-    response = embed(api_client, item)
-    assert response.status_code == 400
-    assert "not supported" in response.json()["detail"]
-
-
 def test_too_many_texts_is_422(api_client, service_module):
     limit = service_module.settings.max_text_items
     response = embed(api_client, {"type": "text", "text": ["a"] * (limit + 1)})

@@ -5,62 +5,25 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Iterator
 
+import decord
 import httpx
 import numpy as np
 import pytest
+from PIL import Image
 
 from local_http import serve_routes
 from samples import b64, encoded, random_image, reference_images, reference_text, unit_cosines
+from serving import REPO, free_port, serve_command, start, stop, wait_until_ready
+from video_samples import index_video
 
 pytestmark = pytest.mark.e2e
-REPO = Path(__file__).resolve().parents[1]
 MODEL = "CLIP/clip-vit-b-32"
-START_TIMEOUT_S = 180
 CONCURRENT_REQUESTS = 300
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def serve_command() -> list[str]:
-    return [sys.executable, "-m", "bentoml", "serve", "service:EmbeddingService", "--host", "127.0.0.1"]
-
-
-def stop(process: subprocess.Popen) -> None:
-    """Stop the server's whole process group (arbiter and workers)."""
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=30)
-
-
-def wait_until_ready(url: str, process: subprocess.Popen, log: Path) -> None:
-    """Poll ``/readyz`` (entry service and its Encoder) until it answers 200."""
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"server exited with {process.returncode}:\n{log.read_text()[-4000:]}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)  # polling interval of a bounded wait, not synchronisation
-    raise AssertionError(f"server not ready after {START_TIMEOUT_S}s:\n{log.read_text()[-4000:]}")
 
 
 @pytest.fixture(scope="module")
@@ -68,9 +31,7 @@ def server(tiny_entry: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     port = free_port()
     log = tmp_path_factory.mktemp("serve") / "server.log"
     env = {**os.environ, "EMBEDDING_SERVER_PORT": str(port), "EMBEDDING_MODEL_NAME": MODEL}
-    with open(log, "wb") as output:
-        process = subprocess.Popen(serve_command(), cwd=REPO, env=env, stdout=output,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+    process = start(serve_command(), env, log)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_ready(url, process, log)
@@ -113,6 +74,16 @@ def test_errors_over_http(server):
     assert invalid.status_code == 422 and invalid.json()["detail"].startswith("Invalid input data: ")
     refused = post(server, {"type": "image_url", "image_url": "http://169.254.169.254/x.png"})
     assert refused.status_code == 400
+
+
+def test_video_frames_over_http_equal_open_clip(server, reference_clip, tmp_path):
+    clip = index_video(tmp_path / "clip.mp4", frames=40, fps=10)
+    item = {"type": "video_base64", "video_base64": b64(clip.read_bytes()), "segment_config": {"num_frames": 4}}
+    vectors = np.array(post(server, item).json()["embedding"])
+    frames = decord.VideoReader(str(clip)).get_batch([0, 13, 26, 39]).asnumpy()
+    expected = reference_images(reference_clip, [Image.fromarray(frame) for frame in frames])
+    assert vectors.shape == (4, 512)
+    assert (unit_cosines(vectors, expected) > 0.9999).all()
 
 
 def batch_sizes_above_one(metrics: str, method: str) -> float:

@@ -46,6 +46,13 @@ def test_values_from_environment(clean_env):
         ("EMBEDDING_TEXT_MAX_BATCH_SIZE", "1"),
         ("EMBEDDING_URL_CONNECT_TIMEOUT_S", "0"),
         ("EMBEDDING_MODEL_NAME", ""),
+        ("EMBEDDING_VIDEO_ROOT", "videos"),
+        ("EMBEDDING_VIDEO_ALLOWED_ROOTS", "/data:relative"),
+        ("EMBEDDING_VIDEO_TEMP_DIR", "tmp"),
+        ("EMBEDDING_MAX_FRAMES_PER_REQUEST", "0"),
+        ("EMBEDDING_VIDEO_DEFAULT_NUM_FRAMES", "2000"),
+        ("EMBEDDING_MAX_VIDEO_BYTES", "10"),
+        ("EMBEDDING_MAX_EXTRACTION_FPS", "0"),
     ],
 )
 def test_invalid_value_names_the_variable(clean_env, name, value):
@@ -58,3 +65,12 @@ def test_invalid_value_names_the_variable(clean_env, name, value):
 def test_settings_are_immutable():
     with pytest.raises(Exception):
         Settings().server_port = 1  # type: ignore[misc]
+
+
+def test_video_settings_from_the_environment(clean_env):
+    clean_env.setenv("EMBEDDING_VIDEO_ALLOWED_ROOTS", "/data/frames:/srv/videos")
+    clean_env.setenv("EMBEDDING_VIDEO_DEFAULT_NUM_FRAMES", "16")
+    settings = load_settings()
+    assert settings.video_allowed_roots == (Path("/data/frames"), Path("/srv/videos"))
+    assert (settings.video_default_num_frames, settings.max_frames_per_request) == (16, 1024)
+    assert settings.video_temp_dir is None
