@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from models.__main__ import main
-from models.catalogue import CATALOGUE, UnknownModel, families, find_model
+from models.catalogue import CATALOGUE, CatalogueModel, UnknownModel, families, find_model
+from runners import FamilyNotImplemented, adapter_for
 
 
 def test_nineteen_unique_models_in_six_families():
@@ -48,3 +49,11 @@ def test_cli_rejects_unknown_model_and_misused_flags(capsys):
 def test_cli_if_missing_keeps_the_existing_entry(tiny_entry, capsys):
     assert main(["import", "CLIP/clip-vit-b-32", "--random-weights", "--tiny", "--if-missing"]) == 0
     assert f"already in the model store as clip-vit-b-32:{tiny_entry.name}" in capsys.readouterr().out
+
+
+def test_every_catalogue_model_has_an_adapter_and_others_fail_clearly():
+    for model in CATALOGUE:
+        assert callable(adapter_for(model).load_runner)
+    future = CatalogueModel("Future", "future-model", "no_such_adapter", {}, 8, None, 16)
+    with pytest.raises(FamilyNotImplemented, match="Future/future-model .* not implemented"):
+        adapter_for(future)
