@@ -12,7 +12,7 @@ from typing import Protocol
 import numpy as np
 
 from embedding_server.encoding import Embedding, encode_embedding
-from embedding_server.errors import ApiError, InvalidInput, ModelNotInitialized
+from embedding_server.errors import ApiError, InvalidInput
 from embedding_server.media.images import decode_base64, decode_image
 from embedding_server.media.remote import fetch_url
 from embedding_server.schemas import (
