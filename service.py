@@ -11,7 +11,9 @@ from typing import Any
 
 import bentoml
 import numpy as np
+import torch
 
+from embedding_server import request_timeout
 from embedding_server.api import app
 from embedding_server.coalescing import CoalescingEncoder
 from embedding_server.encoder_client import EncoderConnection
@@ -20,21 +22,20 @@ from embedding_server.schemas import ModelInfo
 from embedding_server.settings import get_settings
 from models.catalogue import find_model
 from models.store import VARIANT_LABEL, WEIGHTS_LABEL, find_entry, store_tag
-from runners import adapter_for
+from runners import adapter_for, openvino_backend
 
 settings = get_settings()
 MODEL = find_model(settings.model_name)
 ADAPTER = adapter_for(MODEL)
 if settings.use_ov:
-    raise RuntimeError("EMBEDDING_USE_OV=true: the OpenVINO backend is not available in this version")
+    openvino_backend.check_device(settings.device)  # lists the devices OpenVINO sees otherwise
 ENTRY = find_entry(MODEL)  # fails start-up with the import command when the model is missing
 
 # Raised limits on the callee work around BentoML 1.4.31-1.4.40 recycling the caller's
 # aiohttp session under load ("Connector is closed" above ~100 concurrent calls).
 DEPENDENCY_CONNECTION = {"max_requests": 1_000_000_000, "max_age": 1e9}
-# The /embeddings route enforces request_timeout_s itself (a 504 with the API's "detail" body);
-# BentoML's traffic timeout stays as a backstop for everything else, a little later.
-TIMEOUT_BACKSTOP_S = 5.0
+# traffic.timeout without BentoML's per-request timer leak, answering 504 with a "detail".
+request_timeout.install()
 
 
 @bentoml.service(
@@ -50,15 +51,20 @@ class Encoder:
 
     def __init__(self) -> None:
         entry = self.model_ref
-        self.runner = ADAPTER.load_runner(Path(entry.path), settings.device)
+        if settings.torch_threads:  # 0 keeps PyTorch's default: one thread per core
+            torch.set_num_threads(settings.torch_threads)
+        if settings.use_ov:  # converts the entry's encoders on its first start (see README)
+            self.runner = openvino_backend.load_runner(ADAPTER, Path(entry.path), str(entry.tag), settings)
+        else:
+            self.runner = ADAPTER.load_runner(Path(entry.path), settings.device)
         self.model_info = ModelInfo(
             id=MODEL.id,
             dimension=self.runner.dimension,
             modalities=list(MODEL.modalities),
             image_size=MODEL.image_size,
             context_length=MODEL.context_length,
-            device=settings.device,
-            backend="pytorch",
+            device=self.runner.device or settings.device,
+            backend=self.runner.backend,
             weights=entry.info.labels.get(WEIGHTS_LABEL, "pretrained"),
             variant=entry.info.labels.get(VARIANT_LABEL, "full"),
             store_tag=str(entry.tag),
@@ -82,10 +88,11 @@ class Encoder:
 
 @bentoml.service(
     name="embedding_service",
+    workers=settings.entry_workers,
     http={"port": settings.server_port},
     # No traffic.max_concurrency: the app's ConcurrencyLimitMiddleware answers 429 with a
     # "detail" body and limits /embeddings only, so /health stays answerable under load.
-    traffic={"timeout": settings.request_timeout_s + TIMEOUT_BACKSTOP_S},
+    traffic={"timeout": settings.request_timeout_s},
 )
 @bentoml.asgi_app(app, path="/")
 class EmbeddingService:

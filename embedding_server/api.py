@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from typing import Any
 
 import bentoml
@@ -32,7 +33,9 @@ MAX_REPORTED_ERRORS = 3
 app = FastAPI(title="Multimodal embedding server",
               description="Text, image and video embeddings with CLIP-style models.")
 app.add_middleware(BodyLimitMiddleware, max_bytes=get_settings().max_body_bytes)
-app.add_middleware(ConcurrencyLimitMiddleware, max_concurrency=get_settings().max_concurrency,
+# Each entry-service worker process admits its share of EMBEDDING_MAX_CONCURRENCY.
+app.add_middleware(ConcurrencyLimitMiddleware,
+                   max_concurrency=math.ceil(get_settings().max_concurrency / get_settings().entry_workers),
                    paths=("/embeddings",))
 
 
@@ -102,15 +105,11 @@ async def capabilities(pipeline: EmbeddingPipeline = Depends(current_pipeline)) 
 @app.post("/embeddings")
 async def embeddings(request: EmbeddingRequest,
                      pipeline: EmbeddingPipeline = Depends(current_pipeline)) -> Response:
-    timeout_s = get_settings().request_timeout_s
     try:
-        async with asyncio.timeout(timeout_s) as deadline:
-            embedding = await pipeline.embed(request)
+        embedding = await pipeline.embed(request)
     except ApiError:
         raise
     except Exception as error:
-        if deadline.expired():
-            raise ApiError(504, f"The request did not complete within {timeout_s:g} seconds") from None
         logger.exception("embedding failed")
         raise ApiError(500, f"Error creating embedding: {error}") from error
     return Response(embedding_body(embedding), media_type="application/json")

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Awaitable, Callable, Generic, Sequence, TypeVa
 
 import numpy as np
 
-from embedding_server.errors import ApiError
+from embedding_server.errors import ENCODER_OVERLOADED, ApiError
 from embedding_server.schemas import ModelInfo
 from embedding_server.settings import Settings
 
@@ -30,7 +30,6 @@ if TYPE_CHECKING:
     from embedding_server.pipeline import EncoderClient
 
 Part = TypeVar("Part")
-OVERLOADED = "The encoder is overloaded; retry later"
 
 
 @dataclass
@@ -83,7 +82,7 @@ class Coalescer(Generic[Part]):
             if pending.future.done():  # cancelled: the client went away or timed out
                 continue
             if pending.since < deadline:
-                pending.future.set_exception(ApiError(503, OVERLOADED))
+                pending.future.set_exception(ApiError(503, ENCODER_OVERLOADED))
                 continue
             batch.append(pending)
             items += pending.size

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+from http import HTTPStatus
 from typing import Any, Awaitable, Callable, TypeVar
 
 import aiohttp
 import numpy as np
-from bentoml.exceptions import ServiceUnavailable
+from bentoml.exceptions import BentoMLException, ServiceUnavailable
 
-from embedding_server.errors import ApiError, ModelNotInitialized
+from embedding_server.errors import ENCODER_OVERLOADED, ApiError, ModelNotInitialized
 from embedding_server.schemas import ModelInfo
 
 T = TypeVar("T")
+TIMED_OUT = "Timed out waiting for the encoder"
 
 
 class EncoderConnection:
@@ -21,6 +23,10 @@ class EncoderConnection:
     Until the Encoder process is up its socket refuses connections: that is "not
     initialized" (503). Load shedding by the Encoder's batcher is also a 503, and a call that
     outlives the traffic timeout a 504; anything else is a real error and propagates.
+
+    The Encoder's HTTP server closes keep-alive connections idle for 5 s while the client
+    pool keeps them for 15 s, so a call can meet a connection that is just closing and fail
+    before it ran; such a call is sent once more (encoding is idempotent).
     """
 
     def __init__(self, encoder: Any) -> None:
@@ -38,10 +44,17 @@ class EncoderConnection:
     @staticmethod
     async def _call(method: Callable[..., Awaitable[T]], *args: Any) -> T:
         try:
-            return await method(*args)
+            try:
+                return await method(*args)
+            except aiohttp.ServerDisconnectedError:
+                return await method(*args)
         except ServiceUnavailable:
-            raise ApiError(503, "The encoder is overloaded; retry later") from None
+            raise ApiError(503, ENCODER_OVERLOADED) from None
         except (aiohttp.ClientConnectionError, ConnectionError, FileNotFoundError):
             raise ModelNotInitialized() from None
         except asyncio.TimeoutError:
-            raise ApiError(504, "Timed out waiting for the encoder") from None
+            raise ApiError(504, TIMED_OUT) from None
+        except BentoMLException as error:
+            if error.error_code == HTTPStatus.GATEWAY_TIMEOUT:  # the Encoder's traffic time-out
+                raise ApiError(504, TIMED_OUT) from None
+            raise

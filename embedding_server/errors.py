@@ -5,6 +5,7 @@ from __future__ import annotations
 INVALID_INPUT_PREFIX = "Invalid input data: "
 MODEL_NOT_INITIALIZED = "Model is not initialized"
 MODEL_NOT_HEALTHY = "Model is not healthy"
+ENCODER_OVERLOADED = "The encoder is overloaded; retry later"
 
 
 class ApiError(Exception):

@@ -5,6 +5,7 @@
     python -m models import CLIP/clip-vit-b-32 --from-dir DIR    # already-downloaded files
     python -m models import CLIP/clip-vit-b-32 --random-weights [--tiny]
     python -m models import CLIP/clip-vit-b-32 --if-missing       # no-op when already imported
+    python -m models import CLIP/clip-vit-b-32 --openvino         # also store OpenVINO IR
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ def _parser() -> argparse.ArgumentParser:
                           help="with --random-weights: a few-layer variant for fast tests")
     importer.add_argument("--if-missing", action="store_true",
                           help="do nothing when the store already has an entry for the model")
+    importer.add_argument("--openvino", action="store_true",
+                          help="also convert the encoders to OpenVINO IR, stored in the entry "
+                               "(EMBEDDING_USE_OV=true then starts without converting)")
     return parser
 
 
@@ -73,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 0
             except ModelNotImported:
                 pass
-        entry = import_model(model, source)
+        entry = import_model(model, source, openvino=args.openvino)
     except (UnknownModel, FamilyNotImplemented, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

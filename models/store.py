@@ -23,8 +23,9 @@ def import_command(model: CatalogueModel) -> str:
     return f"python -m models import {model.id}"
 
 
-def import_model(model: CatalogueModel, source: WeightSource) -> bentoml.Model:
-    """Create a new store entry for ``model`` holding every file it needs at run time."""
+def import_model(model: CatalogueModel, source: WeightSource, openvino: bool = False) -> bentoml.Model:
+    """Create a new store entry for ``model`` holding every file it needs at run time;
+    ``openvino`` adds its encoders converted to OpenVINO IR (:mod:`runners.openvino_export`)."""
     adapter = adapter_for(model)
     labels = {
         "family": model.family.lower(),
@@ -44,6 +45,11 @@ def import_model(model: CatalogueModel, source: WeightSource) -> bentoml.Model:
     metadata = {key: value for key, value in metadata.items() if value is not None}  # BentoML refuses None
     with bentoml.models.create(model.store_name, labels=labels, metadata=metadata) as entry:
         metadata.update(adapter.write_entry(model, Path(entry.path), source))
+        if openvino:
+            from runners.openvino_export import IR_DIR, convert_entry
+
+            convert_entry(adapter, Path(entry.path), Path(entry.path) / IR_DIR)
+            metadata["openvino_ir"] = IR_DIR
         entry.info.metadata.update(metadata)
     return bentoml.models.get(entry.tag)
 

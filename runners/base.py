@@ -1,6 +1,6 @@
 """The interface every model-family adapter implements.
 
-An adapter module in this package provides three functions:
+An adapter module in this package provides these functions:
 
 * ``write_entry(model, directory, source)`` fills a model-store directory with everything
   the model needs at run time (weights, config, tokenizer, preprocessing), from upstream
@@ -8,7 +8,10 @@ An adapter module in this package provides three functions:
 * ``load_runner(directory, device)`` returns an :class:`EmbeddingRunner` (the forward pass,
   used by the Encoder service);
 * ``load_image_preparer(directory)`` returns an :class:`ImagePreparer` (resize and crop,
-  used by the entry service so that only compact uint8 arrays reach the Encoder).
+  used by the entry service so that only compact uint8 arrays reach the Encoder);
+* ``load_text_inputs(directory)`` returns the runner's tokenisation without loading weights
+  (:data:`runners.towers.TextInputs`), and the runner's ``towers()`` its encoders as torch
+  modules: what the OpenVINO backend converts and feeds (:mod:`runners.towers`).
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from typing import Protocol
 
 import numpy as np
 from PIL import Image
+
+from runners.towers import Towers
 
 
 @dataclass(frozen=True)
@@ -42,9 +47,15 @@ class ImagePreparer(Protocol):
 
 
 class EmbeddingRunner(ABC):
-    """A loaded model: batches in, L2-normalised float32 vectors out."""
+    """A loaded model: batches in, L2-normalised float32 vectors out.
+
+    ``backend`` names the runtime; ``device`` is the device in use where the runner resolves
+    it itself (``None``: the configured one).
+    """
 
     dimension: int
+    backend: str = "pytorch"
+    device: str | None = None
 
     @abstractmethod
     def encode_text(self, texts: list[str]) -> np.ndarray:
@@ -53,3 +64,8 @@ class EmbeddingRunner(ABC):
     def encode_images(self, pixels: np.ndarray) -> np.ndarray:
         """Embed uint8 ``(N, H, W, 3)`` pixels from the matching :class:`ImagePreparer`."""
         raise NotImplementedError("this model does not embed images")
+
+    def towers(self) -> Towers:
+        """The encoders as torch modules, for conversion; the runner may adapt its model for
+        tracing, so convert from a runner loaded for that purpose."""
+        raise NotImplementedError(f"{type(self).__name__} has no torch towers")

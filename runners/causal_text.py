@@ -33,10 +33,20 @@ def _pooled_positions(model: open_clip.CLIP, tokens: torch.Tensor) -> torch.Tens
     return (tokens == model.text_eos_id).int().argmax(dim=-1)
 
 
+def trim(model: open_clip.CLIP, tokens: torch.Tensor) -> torch.Tensor:
+    """``tokens`` without the columns after the batch's last pooled position."""
+    return tokens[:, :int(_pooled_positions(model, tokens).max()) + 1]
+
+
 def encode_text_trimmed(model: open_clip.CLIP, tokens: torch.Tensor) -> torch.Tensor:
     """``model.encode_text(tokens)`` computed on the positions up to the batch's last pooled one."""
-    length = int(_pooled_positions(model, tokens).max()) + 1
-    tokens = tokens[:, :length]
+    return encode_trimmed(model, trim(model, tokens))
+
+
+def encode_trimmed(model: open_clip.CLIP, tokens: torch.Tensor) -> torch.Tensor:
+    """``model.encode_text`` of tokens that :func:`trim` cut: the length is the tensor's (it
+    stays symbolic when the tower is traced with a dynamic sequence length)."""
+    length = tokens.shape[1]
     cast_dtype = model.transformer.get_cast_dtype()
     x = model.token_embedding(tokens).to(cast_dtype) + model.positional_embedding[:length].to(cast_dtype)
     x = model.ln_final(model.transformer(x, attn_mask=model.attn_mask[:length, :length]))

@@ -21,13 +21,14 @@ from runners.transformers_common import (
     TransformersRunner,
     config_from_upstream,
     load_image_preparer,
+    load_text_inputs,
     pretrained_parts,
     save_entry,
     source_directory,
     spread_tiny_weights,
 )
 
-__all__ = ["write_entry", "load_runner", "load_image_preparer", "architecture_config"]
+__all__ = ["write_entry", "load_runner", "load_image_preparer", "load_text_inputs", "architecture_config"]
 
 
 def architecture_config(model: CatalogueModel, tiny: bool, vocab_size: int | None = None) -> ChineseCLIPConfig:

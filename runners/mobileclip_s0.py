@@ -35,7 +35,8 @@ from models.catalogue import CatalogueModel
 from runners.base import EmbeddingRunner, WeightSource
 from runners.devices import torch_device
 from runners.mobileclip_text import MctTextEncoder, TextConfig
-from runners.torch_io import pixel_batch, unit_rows
+from runners.torch_io import pixel_tensor, unit_pixels, unit_rows
+from runners.towers import Tower, Towers
 
 CONFIG_FILE = "mobileclip_config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -184,6 +185,23 @@ def load_image_preparer(directory: Path) -> MobileClipImagePreparer:
     return MobileClipImagePreparer(directory)
 
 
+class MobileClipTextInputs:
+    """Apple's tokenizer (open_clip's ``SimpleTokenizer`` on the entry's vocabulary):
+    ``{"tokens": ids}``, always the full context (the text encoder attends to its padding)."""
+
+    def __init__(self, directory: Path) -> None:
+        self._tokenizer = SimpleTokenizer(
+            bpe_path=str(directory / VOCAB_FILE), context_length=read_config(directory)["text"]["context_length"]
+        )
+
+    def __call__(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        return {"tokens": self._tokenizer(texts)}
+
+
+def load_text_inputs(directory: Path) -> MobileClipTextInputs:
+    return MobileClipTextInputs(directory)
+
+
 class MobileClipS0Runner(EmbeddingRunner):
     """Forward passes with the image tower's re-parameterisable branches fused for speed
     (as Apple does for inference)."""
@@ -193,19 +211,23 @@ class MobileClipS0Runner(EmbeddingRunner):
         net = load_model_from_entry(directory)
         reparameterize_model(net.image_encoder, inplace=True)
         self._model = net.to(self._device)
-        config = read_config(directory)
-        self._tokenizer = SimpleTokenizer(
-            bpe_path=str(directory / VOCAB_FILE), context_length=config["text"]["context_length"]
-        )
-        self.dimension = int(config["embed_dim"])
+        self.text_inputs = MobileClipTextInputs(directory)
+        self.dimension = int(read_config(directory)["embed_dim"])
 
     @torch.inference_mode()
     def encode_text(self, texts: list[str]) -> np.ndarray:
-        return unit_rows(self._model.encode_text(self._tokenizer(texts).to(self._device)))
+        return unit_rows(self._model.encode_text(self.text_inputs(texts)["tokens"].to(self._device)))
 
     @torch.inference_mode()
     def encode_images(self, pixels: np.ndarray) -> np.ndarray:
-        return unit_rows(self._model.encode_image(pixel_batch(pixels, self._device)))
+        return unit_rows(self._image_features(pixel_tensor(pixels, self._device)))
+
+    def _image_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self._model.encode_image(unit_pixels(pixels))
+
+    def towers(self) -> Towers:
+        return Towers(text=Tower(self._model.encode_text, self._model),
+                      image=Tower(self._image_features, self._model))
 
 
 def load_runner(directory: Path, device: str) -> MobileClipS0Runner:

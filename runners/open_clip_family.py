@@ -30,6 +30,8 @@ from runners import tiny_towers  # registers the tiny timm towers that tiny entr
 from runners.base import EmbeddingRunner, WeightSource
 from runners.devices import torch_device
 from runners.hf_tokenizers import STAND_IN_VOCAB_SIZE, save_tokenizer
+from runners.torch_io import pixel_tensor, unit_pixels
+from runners.towers import Tower, Towers
 
 CONFIG_FILE = "open_clip_config.json"
 WEIGHTS_FILE = "open_clip_model.safetensors"
@@ -174,6 +176,28 @@ def load_image_preparer(directory: Path) -> OpenClipImagePreparer:
     return OpenClipImagePreparer(directory)
 
 
+class ClipTextInputs:
+    """The entry's tokenizer as the runner calls it: ``{"tokens": ids}``, cut after the
+    batch's last end-of-text token for towers where that padding does not matter
+    (:mod:`runners.causal_text`). ``model`` only decides that (it may be weightless)."""
+
+    def __init__(self, directory: Path, model: torch.nn.Module) -> None:
+        self._tokenizer = open_clip.get_tokenizer(_local_dir(directory))
+        self._trim_by = model if causal_text.trimmable(model) else None
+
+    def __call__(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        tokens = self._tokenizer(texts)
+        return {"tokens": tokens if self._trim_by is None else causal_text.trim(self._trim_by, tokens)}
+
+
+def load_text_inputs(directory: Path) -> ClipTextInputs:
+    """The runner's text inputs, without loading the weights (the model is built on the meta
+    device)."""
+    with torch.device("meta"):
+        shape_only = open_clip.create_model(_local_dir(directory), load_weights=False, device="meta")
+    return ClipTextInputs(directory, shape_only)
+
+
 class OpenClipRunner(EmbeddingRunner):
     """Forward passes of an open_clip model; normalisation of pixels happens here."""
 
@@ -183,7 +207,7 @@ class OpenClipRunner(EmbeddingRunner):
         # Fuses the train-time branches of re-parameterisable blocks (MobileCLIP's FastViT);
         # leaves other models unchanged.
         self._model = reparameterize_model(model, inplace=True)
-        self._tokenizer = open_clip.get_tokenizer(_local_dir(directory))
+        self.text_inputs = ClipTextInputs(directory, self._model)
         self._trim_text = causal_text.trimmable(self._model)  # CLIP towers skip trailing padding
         config = _read_config(directory)
         preprocess = PreprocessCfg(**config["preprocess_cfg"])
@@ -193,17 +217,22 @@ class OpenClipRunner(EmbeddingRunner):
 
     @torch.inference_mode()
     def encode_text(self, texts: list[str]) -> np.ndarray:
-        tokens = self._tokenizer(texts).to(self._device)
+        return _unit_rows(self._text_features(self.text_inputs(texts)["tokens"].to(self._device)))
+
+    def _text_features(self, tokens: torch.Tensor) -> torch.Tensor:
         if self._trim_text:
-            return _unit_rows(causal_text.encode_text_trimmed(self._model, tokens))
-        return _unit_rows(self._model.encode_text(tokens))
+            return causal_text.encode_trimmed(self._model, tokens)
+        return self._model.encode_text(tokens)
 
     @torch.inference_mode()
     def encode_images(self, pixels: np.ndarray) -> np.ndarray:
-        batch = torch.from_numpy(np.ascontiguousarray(pixels)).to(self._device)
-        batch = batch.permute(0, 3, 1, 2).float().div_(255.0)
-        batch = (batch - self._mean) / self._std
-        return _unit_rows(self._model.encode_image(batch))
+        return _unit_rows(self._image_features(pixel_tensor(pixels, self._device)))
+
+    def _image_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self._model.encode_image((unit_pixels(pixels) - self._mean) / self._std)
+
+    def towers(self) -> Towers:
+        return Towers(text=Tower(self._text_features, self._model), image=Tower(self._image_features, self._model))
 
 
 def _unit_rows(features: torch.Tensor) -> np.ndarray:

@@ -24,8 +24,10 @@ from embedding_server.settings import get_settings
 from models.catalogue import CatalogueModel
 from runners.base import WeightSource
 from runners.stand_in_tokenizers import byte_level_bpe_tokenizer
+from runners.towers import Towers
 from runners.transformers_common import (
     EntryParts,
+    TokenizerInputs,
     TransformersRunner,
     config_from_upstream,
     pretrained_parts,
@@ -33,8 +35,9 @@ from runners.transformers_common import (
     source_directory,
     spread_tiny_weights,
 )
+from runners.transformers_common import load_text_inputs as entry_text_inputs
 
-__all__ = ["write_entry", "load_runner", "architecture_config"]
+__all__ = ["write_entry", "load_runner", "load_text_inputs", "architecture_config"]
 
 ST_MODULES_FILE = "modules.json"
 ST_POOLING_FILE = "1_Pooling/config.json"
@@ -138,20 +141,35 @@ def write_entry(model: CatalogueModel, directory: Path, source: WeightSource) ->
     return {**metadata, "pooling": pooling}
 
 
+def load_text_inputs(directory: Path, token_cap: int | None = None) -> TokenizerInputs:
+    """Text inputs cut at the entry's maximum length or ``token_cap`` (default: the
+    ``EMBEDDING_TEXT_TOKEN_CAP`` setting), whichever is smaller."""
+    inputs = entry_text_inputs(directory)
+    inputs.max_length = min(token_cap or get_settings().text_token_cap, inputs.max_length)
+    return inputs
+
+
 class TextEmbedderRunner(TransformersRunner):
     """Pooled, normalised last hidden states; text only."""
 
-    def __init__(self, directory: Path, device: str, token_cap: int) -> None:
-        super().__init__(directory, device, AutoModel)
-        self.max_length = min(token_cap, self.max_length)
+    def __init__(self, directory: Path, device: str, token_cap: int | None) -> None:
+        super().__init__(directory, device, AutoModel, load_text_inputs(directory, token_cap))
         self._pool = POOLINGS[self.entry_config["pooling"]]
         self.dimension = int(self.model.config.hidden_size)
 
     def text_features(self, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
-        hidden = self.model(**tokens).last_hidden_state
+        hidden = self.model(**tokens, use_cache=False).last_hidden_state
         return self._pool(hidden, tokens["attention_mask"])
+
+    def towers(self) -> Towers:
+        """The towers, with the model switched to eager attention for tracing: under the causal
+        mask, left-padding positions see no token at all; eager attention's additive mask keeps
+        those rows finite, where a converted SDPA (OpenVINO) gives NaN that reaches real tokens
+        through the zero attention weights."""
+        self.model.set_attn_implementation("eager")
+        return super().towers()
 
 
 def load_runner(directory: Path, device: str, token_cap: int | None = None) -> TextEmbedderRunner:
     """``token_cap`` defaults to the ``EMBEDDING_TEXT_TOKEN_CAP`` setting."""
-    return TextEmbedderRunner(directory, device, token_cap or get_settings().text_token_cap)
+    return TextEmbedderRunner(directory, device, token_cap)

@@ -7,10 +7,15 @@ import torch
 import torch.nn.functional as F
 
 
-def pixel_batch(pixels: np.ndarray, device: torch.device) -> torch.Tensor:
-    """uint8 ``(N, H, W, 3)`` pixels as float ``(N, 3, H, W)`` in 0..1 on ``device``."""
-    batch = torch.from_numpy(np.ascontiguousarray(pixels)).to(device)
-    return batch.permute(0, 3, 1, 2).float().div_(255.0)
+def pixel_tensor(pixels: np.ndarray, device: torch.device) -> torch.Tensor:
+    """uint8 ``(N, H, W, 3)`` pixels as a tensor on ``device``, still uint8 (what the image
+    towers of :mod:`runners.towers` take)."""
+    return torch.from_numpy(np.ascontiguousarray(pixels)).to(device)
+
+
+def unit_pixels(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 ``(N, H, W, 3)`` pixels as float ``(N, 3, H, W)`` in 0..1."""
+    return pixels.permute(0, 3, 1, 2).float().div(255.0)
 
 
 def unit_rows(features: torch.Tensor) -> np.ndarray:

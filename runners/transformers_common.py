@@ -16,7 +16,7 @@ import json
 from abc import abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -34,6 +34,8 @@ from transformers.image_processing_utils import BaseImageProcessor
 from models.catalogue import CatalogueModel
 from runners.base import EmbeddingRunner, WeightSource
 from runners.devices import torch_device
+from runners.torch_io import pixel_tensor
+from runners.towers import Tower, Towers
 from runners.upstream_configs import upstream_config
 
 ENTRY_CONFIG_FILE = "embedding_entry.json"
@@ -169,8 +171,11 @@ class PixelNormaliser:
 
     def __call__(self, pixels: np.ndarray) -> torch.Tensor:
         """uint8 ``(N, H, W, 3)`` to the model's float ``(N, 3, H, W)`` input."""
-        batch = torch.from_numpy(np.ascontiguousarray(pixels)).to(self._mean.device)
-        return (batch.permute(0, 3, 1, 2).float() - self._mean) / self._std
+        return self.normalise(pixel_tensor(pixels, self._mean.device))
+
+    def normalise(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The same, from a uint8 tensor."""
+        return (pixels.permute(0, 3, 1, 2).float() - self._mean) / self._std
 
 
 def unit_rows(features: torch.Tensor) -> np.ndarray:
@@ -178,28 +183,48 @@ def unit_rows(features: torch.Tensor) -> np.ndarray:
     return F.normalize(features.float(), dim=-1).cpu().numpy().astype(np.float32, copy=False)
 
 
+class TokenizerInputs:
+    """The entry's tokenizer as the runners call it: padded to the batch's longest text,
+    truncated at :attr:`max_length` tokens."""
+
+    def __init__(self, directory: Path, max_length: int) -> None:
+        self.tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+        self.max_length = max_length
+
+    def __call__(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        return dict(self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
+                                   return_tensors="pt"))
+
+
+def load_text_inputs(directory: Path) -> TokenizerInputs:
+    """Text inputs cut at the entry's ``max_length``."""
+    return TokenizerInputs(directory, int(read_entry_config(directory)["max_length"]))
+
+
 class TransformersRunner(EmbeddingRunner):
     """Loads an entry's model and tokenizer; subclasses say how features come out of them.
 
-    Weights run in float32 whatever dtype the entry stores them in.
+    Weights run in float32 whatever dtype the entry stores them in. ``text_inputs`` defaults
+    to :func:`load_text_inputs`.
     """
 
-    def __init__(self, directory: Path, device: str, model_class: type[PreTrainedModel]) -> None:
+    def __init__(self, directory: Path, device: str, model_class: type[PreTrainedModel],
+                 text_inputs: TokenizerInputs | None = None) -> None:
         self._device = torch_device(device)
         self.entry_config = read_entry_config(directory)
-        self.max_length = int(self.entry_config["max_length"])
-        self.tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+        self.text_inputs = text_inputs or load_text_inputs(directory)
         self.model = model_class.from_pretrained(directory, local_files_only=True,
                                                  dtype=torch.float32).to(self._device).eval()
         has_images = (directory / "preprocessor_config.json").is_file()
-        self._normalise: Callable[[np.ndarray], torch.Tensor] | None = (
-            PixelNormaliser(directory, self._device) if has_images else None)
+        self._normalise = PixelNormaliser(directory, self._device) if has_images else None
+
+    @property
+    def max_length(self) -> int:
+        return self.text_inputs.max_length
 
     def tokens(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        """Padded to the batch's longest text, truncated at :attr:`max_length` tokens."""
-        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
-                               return_tensors="pt")
-        return {name: tensor.to(self._device) for name, tensor in batch.items()}
+        """:attr:`text_inputs` on the model's device."""
+        return {name: tensor.to(self._device) for name, tensor in self.text_inputs(texts).items()}
 
     @abstractmethod
     def text_features(self, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -216,4 +241,11 @@ class TransformersRunner(EmbeddingRunner):
     def encode_images(self, pixels: np.ndarray) -> np.ndarray:
         if self._normalise is None:
             raise NotImplementedError("this model does not embed images")
-        return unit_rows(self.image_features(self._normalise(pixels)))
+        return unit_rows(self._pixel_features(pixel_tensor(pixels, self._device)))
+
+    def _pixel_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.image_features(self._normalise.normalise(pixels))
+
+    def towers(self) -> Towers:
+        image = Tower(self._pixel_features, self.model) if self._normalise is not None else None
+        return Towers(text=Tower(lambda **tokens: self.text_features(tokens), self.model), image=image)

@@ -8,7 +8,9 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import httpx
 import psutil
@@ -58,6 +60,20 @@ def wait_until_ready(url: str, process: subprocess.Popen, log: Path, path: str =
             pass
         time.sleep(0.5)  # polling interval of a bounded wait, not synchronisation
     raise AssertionError(f"server not ready after {START_TIMEOUT_S}s:\n{log.read_text()[-4000:]}")
+
+
+@contextmanager
+def served(env: dict[str, str], log: Path) -> Iterator[tuple[str, subprocess.Popen]]:
+    """``bentoml serve`` with ``env`` on a free port: its base URL and process once ready;
+    stopped when the block ends."""
+    port = free_port()
+    process = start(serve_command(), {**env, "EMBEDDING_SERVER_PORT": str(port)}, log)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until_ready(url, process, log)
+        yield url, process
+    finally:
+        stop(process)
 
 
 def tree_rss_bytes(pid: int) -> int:

@@ -7,8 +7,8 @@ import asyncio
 import numpy as np
 import pytest
 
-from embedding_server.coalescing import OVERLOADED, Coalescer
-from embedding_server.errors import ApiError
+from embedding_server.coalescing import Coalescer
+from embedding_server.errors import ENCODER_OVERLOADED, ApiError
 
 
 class GatedEncoder:
@@ -87,7 +87,7 @@ def test_requests_that_waited_too_long_are_shed_with_503():
         await first
         with pytest.raises(ApiError) as shed:
             await stale
-        assert (shed.value.status_code, shed.value.detail) == (503, OVERLOADED)
+        assert (shed.value.status_code, shed.value.detail) == (503, ENCODER_OVERLOADED)
         assert (await fresh).tolist() == [[3]]
         assert encoder.calls == [["a"], ["new"]]
 

@@ -18,7 +18,7 @@ from PIL import Image
 
 from local_http import serve_routes
 from samples import b64, encoded, random_image, reference_images, reference_text, unit_cosines
-from serving import REPO, free_port, serve_command, start, stop, wait_until_ready
+from serving import REPO, free_port, serve_command, served, stop
 from video_samples import index_video
 
 pytestmark = pytest.mark.e2e
@@ -28,16 +28,9 @@ CONCURRENT_REQUESTS = 300
 
 @pytest.fixture(scope="module")
 def server(tiny_entry: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
     log = tmp_path_factory.mktemp("serve") / "server.log"
-    env = {**os.environ, "EMBEDDING_SERVER_PORT": str(port), "EMBEDDING_MODEL_NAME": MODEL}
-    process = start(serve_command(), env, log)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_ready(url, process, log)
+    with served({**os.environ, "EMBEDDING_MODEL_NAME": MODEL}, log) as (url, _):
         yield url
-    finally:
-        stop(process)
 
 
 def post(url: str, item: dict, model: str = MODEL) -> httpx.Response:
@@ -121,8 +114,9 @@ def test_300_concurrent_requests_all_succeed_and_are_batched(server):
         ({"EMBEDDING_SERVER_PORT": "eighty"}, "EMBEDDING_SERVER_PORT"),
         ({"EMBEDDING_DEVICE": "TPU"}, "EMBEDDING_DEVICE"),
         ({"EMBEDDING_MODEL_NAME": "CLIP/no-such-model"}, "Unknown model"),
+        ({"EMBEDDING_USE_OV": "true", "EMBEDDING_DEVICE": "GPU.3"}, "GPU.3 is not available to OpenVINO"),
     ],
-    ids=["model-not-imported", "bad-port", "bad-device", "unknown-model"],
+    ids=["model-not-imported", "bad-port", "bad-device", "unknown-model", "openvino-device-missing"],
 )
 def test_start_up_fails_with_a_clear_message(tiny_entry, tmp_path, overrides, expected):
     env = {**os.environ, "EMBEDDING_MODEL_NAME": MODEL, "EMBEDDING_SERVER_PORT": str(free_port())}

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from samples import b64, encoded, random_image
-from serving import free_port, serve_command, start, stop, tree_rss_bytes, wait_until_ready
+from serving import served, tree_rss_bytes
 
 pytestmark = pytest.mark.e2e
 MODEL = "CLIP/clip-vit-b-32"
@@ -28,22 +28,16 @@ MEMORY_GROWTH_LIMIT = 0.10
 
 @pytest.fixture(scope="module")
 def server(tiny_entry: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, subprocess.Popen]]:
-    port = free_port()
-    log = tmp_path_factory.mktemp("load") / "server.log"
-    env = {**os.environ, "EMBEDDING_SERVER_PORT": str(port), "EMBEDDING_MODEL_NAME": MODEL,
-           "EMBEDDING_MAX_CONCURRENCY": str(MAX_CONCURRENCY)}
-    process = start(serve_command(), env, log)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_ready(url, process, log)
+    env = {**os.environ, "EMBEDDING_MODEL_NAME": MODEL, "EMBEDDING_MAX_CONCURRENCY": str(MAX_CONCURRENCY)}
+    with served(env, tmp_path_factory.mktemp("load") / "server.log") as (url, process):
         yield url, process
-    finally:
-        stop(process)
 
 
 def request_bodies() -> list[dict]:
-    """A mix of the request kinds: one text, a list of texts, a small image."""
-    image = b64(encoded(random_image(64, 48, seed=3)))
+    """A mix of the request kinds: one text, a list of texts, an image. The image body (a
+    noise PNG, about 120 KB as base64) is larger than the HTTP server's read buffer, the case
+    in which a request's objects can be kept alive by the next request on the connection."""
+    image = b64(encoded(random_image(200, 150, seed=3)))
     items = [{"type": "text", "text": "a photo of a cat"},
              {"type": "text", "text": ["a dog", "a diagram of a bridge", "two birds"]},
              {"type": "image_base64", "image_base64": image}]

@@ -1,0 +1,55 @@
+"""How the entry service maps the Encoder's transport outcomes to HTTP answers."""
+
+from __future__ import annotations
+
+import asyncio
+from http import HTTPStatus
+from types import SimpleNamespace
+
+import aiohttp
+import numpy as np
+import pytest
+from bentoml.exceptions import BentoMLException, ServiceUnavailable
+
+from embedding_server.encoder_client import TIMED_OUT, EncoderConnection
+from embedding_server.errors import ENCODER_OVERLOADED, MODEL_NOT_INITIALIZED, ApiError
+
+
+def connection(*outcomes: object) -> tuple[EncoderConnection, list[list[str]]]:
+    """An EncoderConnection whose encode_text calls meet ``outcomes`` in turn (an exception is
+    raised, anything else returned); also the list of calls made."""
+    calls: list[list[str]] = []
+    remaining = list(outcomes)
+
+    async def encode_text(texts: list[str]) -> object:
+        calls.append(texts)
+        outcome = remaining.pop(0)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    return EncoderConnection(SimpleNamespace(to_async=SimpleNamespace(encode_text=encode_text))), calls
+
+
+def test_a_call_meeting_a_closing_keep_alive_connection_is_sent_again():
+    vectors = np.ones((1, 4), dtype=np.float32)
+    encoder, calls = connection(aiohttp.ServerDisconnectedError(), vectors)
+    assert asyncio.run(encoder.encode_text(["a"])) is vectors
+    assert calls == [["a"], ["a"]]
+
+
+@pytest.mark.parametrize(
+    "failure, status, detail",
+    [
+        (aiohttp.ServerDisconnectedError(), 503, MODEL_NOT_INITIALIZED),
+        (ServiceUnavailable("process is overloaded"), 503, ENCODER_OVERLOADED),
+        (asyncio.TimeoutError(), 504, TIMED_OUT),
+        (BentoMLException("timed out", error_code=HTTPStatus.GATEWAY_TIMEOUT), 504, TIMED_OUT),
+    ],
+    ids=["disconnected-twice", "shed-by-encoder", "client-timeout", "encoder-timeout"],
+)
+def test_transport_failures_become_designed_answers(failure, status, detail):
+    encoder, _ = connection(failure, failure)
+    with pytest.raises(ApiError) as raised:
+        asyncio.run(encoder.encode_text(["a"]))
+    assert (raised.value.status_code, raised.value.detail) == (status, detail)

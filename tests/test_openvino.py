@@ -1,0 +1,261 @@
+"""OpenVINO backend: parity with PyTorch for every family, conversion once per entry (cache
+and ``--openvino`` import), compile settings, device errors, and a served model over HTTP."""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+import numpy as np
+import openvino as ov
+import pytest
+from PIL import Image
+from safetensors.torch import save_model
+
+from embedding_server.settings import Settings, SettingsError, load_settings
+from models.catalogue import CatalogueModel, find_model
+from models.store import import_model
+from runners import adapter_for, mobileclip_s0, openvino_backend, openvino_export
+from runners.base import EmbeddingRunner, WeightSource
+from runners.transformers_common import spread_tiny_weights
+from samples import b64, encoded, random_image, unit_cosines
+from serving import served
+
+PARITY = 0.999  # the issue's bar; at the default f32 precision the conversion holds 1e-5
+F32_PARITY = 0.99999
+CLIP = "CLIP/clip-vit-b-32"  # imported with --openvino; the other families convert on first load
+S0 = "MobileCLIP/mobileclip_s0"
+FAMILIES = [CLIP, "MobileCLIP/mobileclip_b", S0, "SigLIP/siglip2-vit-b-16", "CN-CLIP/cn-clip-vit-b-16",
+            "Blip2/blip2_transformers", "QwenText/qwen3-embedding-0.6b"]
+# Seven texts of different lengths; the last one runs past every context (CLIP's trimmed
+# batch is then the full 77 tokens).
+TEXTS = ["a photo of a cat", "", "一只猫的照片", "two dogs playing in the snow next to a frozen river",
+         "x", "the kitchen counter at night", "a long caption that no context holds " * 30]
+
+
+@pytest.fixture(scope="module")
+def cache_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """This module's IR cache: the first load of each entry here converts it."""
+    return tmp_path_factory.mktemp("openvino-cache")
+
+
+@pytest.fixture(scope="module")
+def ov_settings(cache_root: Path) -> Settings:
+    return Settings(ov_cache_dir=cache_root)
+
+
+@dataclass
+class Pair:
+    """One entry, loaded by both backends."""
+
+    model: CatalogueModel
+    directory: Path
+    tag: str
+    torch: EmbeddingRunner
+    openvino: EmbeddingRunner
+    conversions: int  # how many conversions loading the OpenVINO runner took
+
+
+@contextmanager
+def counted_conversions() -> Iterator[list[Path]]:
+    """The targets that :func:`openvino_export.convert_entry` converts into, inside the block."""
+    calls: list[Path] = []
+    convert = openvino_export.convert_entry
+
+    def counting(adapter, entry_dir: Path, target: Path) -> None:
+        calls.append(target)
+        convert(adapter, entry_dir, target)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(openvino_export, "convert_entry", counting)
+        yield calls
+
+
+def load_pair(model: CatalogueModel, directory: Path, tag: str, settings: Settings) -> Pair:
+    adapter = adapter_for(model)
+    with counted_conversions() as conversions:
+        openvino = openvino_backend.load_runner(adapter, directory, tag, settings)
+    return Pair(model, directory, tag, adapter.load_runner(directory, "CPU"), openvino, len(conversions))
+
+
+@pytest.fixture(scope="module")
+def imported_clip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """Directory and tag of a tiny CLIP entry imported with ``--openvino`` into a BentoML home
+    of its own (``<home>/models/<name>/<version>``), so the served model of the session's
+    store stays as it is."""
+    from bentoml._internal.configuration.containers import BentoMLContainer
+    from bentoml._internal.models.model import ModelStore
+
+    home = tmp_path_factory.mktemp("openvino-home")
+    (home / "models").mkdir()
+    with BentoMLContainer.model_store.patch(ModelStore(str(home / "models"))):
+        entry = import_model(find_model(CLIP), WeightSource("random", tiny=True), openvino=True)
+    assert entry.info.metadata["openvino_ir"] == openvino_export.IR_DIR
+    return Path(entry.path), str(entry.tag)
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def pair(request: pytest.FixtureRequest, ov_settings: Settings) -> Pair:
+    model = find_model(request.param)
+    if request.param == CLIP:
+        directory, tag = request.getfixturevalue("imported_clip")
+        return load_pair(model, directory, tag, ov_settings)
+    entry = import_model(model, WeightSource("random", tiny=True))
+    if request.param == S0:
+        spread_s0_weights(Path(entry.path))
+    return load_pair(model, Path(entry.path), str(entry.tag), ov_settings)
+
+
+def spread_s0_weights(directory: Path) -> None:
+    """Redraw the tiny MobileCLIP-S0 entry's weights at unit activation scale: at timm's
+    initialisation its one-block MCi0 tower gives every image nearly the same vector (cosine
+    > 0.99999), which no parity test could tell from a tower that ignores its input."""
+    net = mobileclip_s0.load_model_from_entry(directory)
+    spread_tiny_weights(net)
+    save_model(net, str(directory / mobileclip_s0.WEIGHTS_FILE))
+
+
+def smooth_image(seed: int) -> Image.Image:
+    """A smooth colour field (random at 4x3, resized): unlike pixel noise, different seeds give
+    inputs that even the tiny towers map to clearly different vectors."""
+    coarse = np.random.default_rng(seed).integers(0, 256, (3, 4, 3), dtype=np.uint8)
+    return Image.fromarray(coarse).resize((320 + 8 * seed, 240), Image.BICUBIC)
+
+
+def prepared_pixels(pair: Pair, count: int) -> np.ndarray:
+    prepare = adapter_for(pair.model).load_image_preparer(pair.directory)
+    return np.stack([prepare(smooth_image(seed)) for seed in range(count)])
+
+
+@pytest.mark.parametrize("batch", [1, 7])
+def test_text_vectors_equal_pytorch(pair: Pair, batch: int):
+    texts = TEXTS[-batch:]
+    vectors, expected = pair.openvino.encode_text(texts), pair.torch.encode_text(texts)
+    assert vectors.shape == expected.shape == (batch, pair.model.dimension) and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+    assert (unit_cosines(vectors, expected) > F32_PARITY).all()
+
+
+@pytest.mark.parametrize("batch", [1, 7])
+def test_image_vectors_equal_pytorch(pair: Pair, batch: int):
+    if not pair.model.supports_images:
+        with pytest.raises(NotImplementedError):
+            pair.openvino.encode_images(np.zeros((1, 8, 8, 3), np.uint8))
+        return
+    pixels = prepared_pixels(pair, batch)
+    vectors, expected = pair.openvino.encode_images(pixels), pair.torch.encode_images(pixels)
+    assert vectors.shape == expected.shape == (batch, pair.model.dimension) and vectors.dtype == np.float32
+    assert (unit_cosines(vectors, expected) > F32_PARITY).all()
+    # Different images are far apart, so parity is not met by a near-constant output.
+    if batch > 1:
+        assert unit_cosines(vectors[:1], vectors[1:2])[0] < PARITY
+
+
+def test_runner_reports_backend_and_device(pair: Pair):
+    assert (pair.openvino.backend, pair.openvino.device, pair.openvino.dimension) == (
+        "openvino", "CPU", pair.model.dimension)
+
+
+def test_conversion_happens_once(pair: Pair, ov_settings: Settings):
+    """An entry imported with --openvino carries its IR; any other converts on its first load
+    into the cache, under its tag. Later loads convert nothing and leave the files alone."""
+    name, version = pair.tag.split(":")
+    in_entry, cached = pair.directory / openvino_export.IR_DIR, ov_settings.ov_cache_dir / name / version
+    ir = in_entry if pair.model.id == CLIP else cached
+    assert openvino_export.has_ir(ir) and pair.conversions == (0 if ir == in_entry else 1)
+    assert not (cached if ir == in_entry else in_entry).exists()
+    written = {path: path.stat().st_mtime_ns for path in ir.iterdir()}
+    with counted_conversions() as conversions:
+        again = openvino_backend.load_runner(adapter_for(pair.model), pair.directory, pair.tag, ov_settings)
+    assert conversions == []
+    assert {path: path.stat().st_mtime_ns for path in ir.iterdir()} == written
+    assert (unit_cosines(again.encode_text(TEXTS[:2]), pair.openvino.encode_text(TEXTS[:2])) > 0.99999).all()
+
+
+def test_throughput_hint_and_the_devices_own_precision(imported_clip: tuple[Path, str], cache_root: Path):
+    """Under THROUGHPUT with two streams a batch runs as two parallel requests; at OpenVINO's
+    own precision for the device (bf16 on CPUs that have it) the vectors stay within the bar."""
+    settings = Settings(ov_cache_dir=cache_root, ov_performance_hint="THROUGHPUT", ov_num_streams=2,
+                        ov_inference_threads=2, ov_inference_precision="auto")
+    pair = load_pair(find_model(CLIP), *imported_clip, settings)
+    compiled = pair.openvino._image.compiled
+    assert compiled.get_property("NUM_STREAMS") == 2
+    assert compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS") == 2
+    device_default = ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT")
+    assert compiled.get_property("INFERENCE_PRECISION_HINT") == device_default
+    pixels = prepared_pixels(pair, 7)
+    assert (unit_cosines(pair.openvino.encode_images(pixels), pair.torch.encode_images(pixels)) > PARITY).all()
+    assert (unit_cosines(pair.openvino.encode_text(TEXTS), pair.torch.encode_text(TEXTS)) > PARITY).all()
+
+
+def test_an_unavailable_device_names_the_devices_openvino_sees():
+    with pytest.raises(openvino_backend.DeviceUnavailable, match=r"EMBEDDING_DEVICE=GPU\.7 .*sees: .*CPU"):
+        openvino_backend.check_device("GPU.7")
+    openvino_backend.check_device("CPU")
+    openvino_backend.check_device("AUTO")
+
+
+@pytest.mark.parametrize("name, value", [("EMBEDDING_OV_PERFORMANCE_HINT", "fastest"),
+                                         ("EMBEDDING_OV_NUM_STREAMS", "0"),
+                                         ("EMBEDDING_OV_INFERENCE_THREADS", "many"),
+                                         ("EMBEDDING_OV_INFERENCE_PRECISION", "f8"),
+                                         ("EMBEDDING_OV_CACHE_DIR", "relative/dir")])
+def test_invalid_openvino_settings_name_the_variable(monkeypatch, name, value):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError, match=name):
+        load_settings()
+
+
+def test_openvino_settings_become_compile_options(monkeypatch):
+    monkeypatch.setenv("EMBEDDING_OV_PERFORMANCE_HINT", "cumulative_throughput")
+    monkeypatch.setenv("EMBEDDING_OV_NUM_STREAMS", "3")
+    monkeypatch.setenv("EMBEDDING_OV_INFERENCE_PRECISION", "BF16")
+    assert openvino_backend.compile_options(load_settings()) == {
+        "PERFORMANCE_HINT": "CUMULATIVE_THROUGHPUT", "NUM_STREAMS": 3, "INFERENCE_PRECISION_HINT": "bf16"}
+    monkeypatch.setenv("EMBEDDING_OV_INFERENCE_PRECISION", "auto")
+    assert "INFERENCE_PRECISION_HINT" not in openvino_backend.compile_options(load_settings())
+
+
+# --------------------------------------------------------------------------- served over HTTP
+
+
+@pytest.fixture(scope="module")
+def ov_server(imported_clip: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``bentoml serve`` with EMBEDDING_USE_OV=true on the home of the --openvino import."""
+    home = imported_clip[0].parents[2]
+    log = tmp_path_factory.mktemp("serve-openvino") / "server.log"
+    env = {**os.environ, "BENTOML_HOME": str(home), "EMBEDDING_MODEL_NAME": CLIP, "EMBEDDING_USE_OV": "true"}
+    with served(env, log) as (url, _):
+        yield url
+
+
+@pytest.mark.e2e
+def test_served_with_openvino_equals_pytorch(ov_server: str, imported_clip: tuple[Path, str]):
+    imported_entry = imported_clip[0]
+    current = httpx.get(f"{ov_server}/model/current").json()
+    assert (current["model"], current["device"], current["use_openvino"], current["backend"]) == (
+        CLIP, "CPU", True, "openvino")
+    # The IR came with the entry: the server converted nothing into its cache.
+    assert openvino_export.has_ir(imported_entry / openvino_export.IR_DIR)
+    assert not (imported_entry.parents[2] / openvino_export.IR_DIR).exists()
+
+    adapter = adapter_for(find_model(CLIP))
+    reference = adapter.load_runner(imported_entry, "CPU")
+    image = random_image(seed=5)
+    expected_image = reference.encode_images(adapter.load_image_preparer(imported_entry)(image)[np.newaxis])
+    texts = ["a photo of a cat", "a diagram"]
+
+    def embed(item: dict) -> np.ndarray:
+        body = {"model": CLIP, "input": item, "encoding_format": "float"}
+        response = httpx.post(f"{ov_server}/embeddings", json=body, timeout=60)
+        assert response.status_code == 200, response.text
+        return np.array(response.json()["embedding"])
+
+    text_vectors = embed({"type": "text", "text": texts})
+    image_vector = embed({"type": "image_base64", "image_base64": b64(encoded(image))})
+    assert (unit_cosines(text_vectors, reference.encode_text(texts)) > F32_PARITY).all()
+    assert unit_cosines(image_vector, expected_image)[0] > F32_PARITY
