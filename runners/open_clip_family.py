@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 import open_clip
 import torch
-import torch.nn.functional as F
 from open_clip.transform import MaybeToTensor, PreprocessCfg, image_transform_v2, merge_preprocess_dict
 from PIL import Image
 from safetensors.torch import save_model
@@ -30,7 +29,7 @@ from runners import tiny_towers  # registers the tiny timm towers that tiny entr
 from runners.base import EmbeddingRunner, WeightSource
 from runners.devices import torch_device
 from runners.hf_tokenizers import STAND_IN_VOCAB_SIZE, save_tokenizer
-from runners.torch_io import pixel_tensor, unit_pixels
+from runners.torch_io import pixel_tensor, unit_pixels, unit_rows
 from runners.towers import Tower, Towers
 
 CONFIG_FILE = "open_clip_config.json"
@@ -217,7 +216,7 @@ class OpenClipRunner(EmbeddingRunner):
 
     @torch.inference_mode()
     def encode_text(self, texts: list[str]) -> np.ndarray:
-        return _unit_rows(self._text_features(self.text_inputs(texts)["tokens"].to(self._device)))
+        return unit_rows(self._text_features(self.text_inputs(texts)["tokens"].to(self._device)))
 
     def _text_features(self, tokens: torch.Tensor) -> torch.Tensor:
         if self._trim_text:
@@ -226,17 +225,13 @@ class OpenClipRunner(EmbeddingRunner):
 
     @torch.inference_mode()
     def encode_images(self, pixels: np.ndarray) -> np.ndarray:
-        return _unit_rows(self._image_features(pixel_tensor(pixels, self._device)))
+        return unit_rows(self._image_features(pixel_tensor(pixels, self._device)))
 
     def _image_features(self, pixels: torch.Tensor) -> torch.Tensor:
         return self._model.encode_image((unit_pixels(pixels) - self._mean) / self._std)
 
     def towers(self) -> Towers:
         return Towers(text=Tower(self._text_features, self._model), image=Tower(self._image_features, self._model))
-
-
-def _unit_rows(features: torch.Tensor) -> np.ndarray:
-    return F.normalize(features.float(), dim=-1).cpu().numpy().astype(np.float32, copy=False)
 
 
 def load_runner(directory: Path, device: str) -> OpenClipRunner:

@@ -20,4 +20,4 @@ def unit_pixels(pixels: torch.Tensor) -> torch.Tensor:
 
 def unit_rows(features: torch.Tensor) -> np.ndarray:
     """L2-normalised float32 rows on the CPU."""
-    return F.normalize(features.float(), dim=-1).cpu().numpy()
+    return F.normalize(features.float(), dim=-1).cpu().numpy().astype(np.float32, copy=False)

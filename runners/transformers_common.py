@@ -20,7 +20,6 @@ from typing import Any, Mapping
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from transformers import (
     AutoImageProcessor,
@@ -34,7 +33,7 @@ from transformers.image_processing_utils import BaseImageProcessor
 from models.catalogue import CatalogueModel
 from runners.base import EmbeddingRunner, WeightSource
 from runners.devices import torch_device
-from runners.torch_io import pixel_tensor
+from runners.torch_io import pixel_tensor, unit_rows
 from runners.towers import Tower, Towers
 from runners.upstream_configs import upstream_config
 
@@ -176,11 +175,6 @@ class PixelNormaliser:
     def normalise(self, pixels: torch.Tensor) -> torch.Tensor:
         """The same, from a uint8 tensor."""
         return (pixels.permute(0, 3, 1, 2).float() - self._mean) / self._std
-
-
-def unit_rows(features: torch.Tensor) -> np.ndarray:
-    """L2-normalised float32 rows, on the CPU."""
-    return F.normalize(features.float(), dim=-1).cpu().numpy().astype(np.float32, copy=False)
 
 
 class TokenizerInputs:
