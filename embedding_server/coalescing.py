@@ -2,7 +2,7 @@
 
 Every call to the Encoder costs a round trip through two HTTP stacks and two serialisations,
 several milliseconds of CPU in all, which on a small machine competes with the forward pass
-itself (a short CLIP text query costs about as much to compute). A :class:`Coalescer` keeps
+itself (measured in bench/RESULTS.md, "Throughput tuning"). A :class:`Coalescer` keeps
 at most one call of its kind in flight: the first request goes out at once (no added latency
 when traffic is light), and requests arriving meanwhile wait and leave together, as one
 batch, when that call returns. The Encoder's adaptive batching still merges the calls of

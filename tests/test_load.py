@@ -34,9 +34,10 @@ def server(tiny_entry: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 
 def request_bodies() -> list[dict]:
-    """A mix of the request kinds: one text, a list of texts, an image. The image body (a
-    noise PNG, about 120 KB as base64) is larger than the HTTP server's read buffer, the case
-    in which a request's objects can be kept alive by the next request on the connection."""
+    """A mix of the request kinds: one text, a list of texts, an image. The image (a noise PNG,
+    about 120 KB as base64) makes the pixel batches the entry service sends the Encoder, over
+    its kept-alive connections, larger than the HTTP server's read buffer: the case in which
+    a request's objects could be kept alive by the next request on the connection."""
     image = b64(encoded(random_image(200, 150, seed=3)))
     items = [{"type": "text", "text": "a photo of a cat"},
              {"type": "text", "text": ["a dog", "a diagram of a bridge", "two birds"]},
