@@ -23,6 +23,7 @@ from embedding_server.settings import get_settings
 from models.catalogue import find_model
 from models.store import VARIANT_LABEL, WEIGHTS_LABEL, find_entry, store_tag
 from runners import adapter_for, openvino_backend
+from runners.cpu_lanes import sliced_on_cpu
 
 settings = get_settings()
 MODEL = find_model(settings.model_name)
@@ -56,7 +57,8 @@ class Encoder:
         if settings.use_ov:  # converts the entry's encoders on its first start (see README)
             self.runner = openvino_backend.load_runner(ADAPTER, Path(entry.path), str(entry.tag), settings)
         else:
-            self.runner = ADAPTER.load_runner(Path(entry.path), settings.device)
+            self.runner = sliced_on_cpu(ADAPTER.load_runner(Path(entry.path), settings.device),
+                                        settings.device, settings.torch_lanes, torch.get_num_threads())
         self.model_info = ModelInfo(
             id=MODEL.id,
             dimension=self.runner.dimension,

@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(120.0, gt=0)
     entry_workers: int = Field(1, ge=1, le=64)  # entry-service processes (decoding, HTTP)
     torch_threads: int = Field(0, ge=0, le=1024)  # Encoder intra-op threads; 0: PyTorch's default
+    # PyTorch on the CPU: a batch runs as this many concurrent single-threaded slices
+    # (runners/cpu_lanes.py); 1 runs every batch whole on all threads.
+    torch_lanes: int = Field(2, ge=1, le=1024)
 
     @field_validator("device")
     @classmethod

@@ -53,6 +53,7 @@ def test_values_from_environment(clean_env):
         ("EMBEDDING_VIDEO_DEFAULT_NUM_FRAMES", "2000"),
         ("EMBEDDING_MAX_VIDEO_BYTES", "10"),
         ("EMBEDDING_MAX_EXTRACTION_FPS", "0"),
+        ("EMBEDDING_TORCH_LANES", "0"),
     ],
 )
 def test_invalid_value_names_the_variable(clean_env, name, value):

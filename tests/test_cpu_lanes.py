@@ -1,0 +1,88 @@
+"""Sliced CPU batches: the same vectors as whole batches, in order; small batches run whole on
+every thread, larger ones in single-threaded slices; only PyTorch-on-CPU runners are wrapped."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from runners.base import EmbeddingRunner
+from runners.cpu_lanes import SlicedRunner, sliced_on_cpu
+from runners.open_clip_family import load_image_preparer, load_runner
+from samples import random_image, unit_cosines
+
+TEXTS = [f"caption number {index} of a {'long ' * index}scene" for index in range(9)]
+
+
+class RecordingRunner(EmbeddingRunner):
+    """A real runner that records, per call, its batch size, PyTorch's thread count on the
+    calling thread and that thread's name."""
+
+    def __init__(self, runner: EmbeddingRunner) -> None:
+        self._runner = runner
+        self.dimension = runner.dimension
+        self.calls: list[tuple[int, int, str]] = []
+        self._lock = threading.Lock()
+
+    def _record(self, size: int) -> None:
+        with self._lock:
+            self.calls.append((size, torch.get_num_threads(), threading.current_thread().name))
+
+    def encode_text(self, texts: list[str]) -> np.ndarray:
+        self._record(len(texts))
+        return self._runner.encode_text(texts)
+
+    def encode_images(self, pixels: np.ndarray) -> np.ndarray:
+        self._record(len(pixels))
+        return self._runner.encode_images(pixels)
+
+
+@pytest.fixture(scope="module")
+def runner(tiny_entry: Path) -> EmbeddingRunner:
+    return load_runner(tiny_entry, "CPU")
+
+
+@pytest.fixture(scope="module")
+def pixels(tiny_entry: Path) -> np.ndarray:
+    prepare = load_image_preparer(tiny_entry)
+    return np.stack([prepare(random_image(64 + 8 * index, 48, seed=index)) for index in range(9)])
+
+
+@pytest.mark.parametrize("size", [1, 3, 4, 5, 9])
+def test_sliced_batches_give_the_whole_batches_vectors_in_order(runner, pixels, size):
+    sliced = SlicedRunner(runner, lanes=2, threads=2)
+    for encode, whole_encode, batch in ((sliced.encode_text, runner.encode_text, TEXTS[:size]),
+                                        (sliced.encode_images, runner.encode_images, pixels[:size])):
+        vectors, expected = encode(batch), whole_encode(batch)
+        assert vectors.shape == expected.shape == (size, runner.dimension)
+        assert (unit_cosines(vectors, expected) > 0.99999).all()
+        if size > 1:  # distinct inputs, so a swapped row would show
+            assert unit_cosines(vectors[:1], expected[1:2])[0] < 0.9999
+
+
+def test_small_batches_run_whole_on_all_threads_larger_ones_in_single_threaded_slices(runner):
+    recording = RecordingRunner(runner)
+    sliced = SlicedRunner(recording, lanes=2, threads=2)
+    sliced.encode_text(TEXTS[:3])
+    assert recording.calls == [(3, 2, recording.calls[0][2])]
+    assert recording.calls[0][2].startswith("whole-batch")
+    recording.calls.clear()
+    sliced.encode_text(TEXTS[:9])
+    assert sorted(size for size, _, _ in recording.calls) == [4, 5]
+    assert all(threads == 1 and name.startswith("batch-slice") for _, threads, name in recording.calls)
+
+
+def test_only_pytorch_runners_on_the_cpu_with_two_lanes_are_sliced(runner):
+    assert isinstance(sliced_on_cpu(runner, "CPU", lanes=2, threads=2), SlicedRunner)
+    assert sliced_on_cpu(runner, "CPU", lanes=1, threads=2) is runner
+    assert sliced_on_cpu(runner, "CPU", lanes=2, threads=1) is runner  # a lane needs a thread
+
+    class OpenVinoLike(RecordingRunner):
+        backend = "openvino"
+
+    other = OpenVinoLike(runner)
+    assert sliced_on_cpu(other, "CPU", lanes=2, threads=2) is other
