@@ -15,8 +15,10 @@ would be without slicing.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Sequence, TypeVar
+from itertools import pairwise
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -68,7 +70,7 @@ class SlicedRunner(EmbeddingRunner):
 def _slices(batch: Batch, parts: int) -> Sequence[Batch]:
     """``batch`` cut into ``parts`` consecutive slices whose sizes differ by at most one."""
     bounds = np.linspace(0, len(batch), parts + 1).round().astype(int)
-    return [batch[start:end] for start, end in zip(bounds[:-1], bounds[1:])]
+    return [batch[start:end] for start, end in pairwise(bounds)]
 
 
 def sliced_on_cpu(runner: EmbeddingRunner, device: str, lanes: int, threads: int) -> EmbeddingRunner:

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from samples import random_image, unit_cosines
 
 from runners.base import EmbeddingRunner
 from runners.cpu_lanes import SlicedRunner, sliced_on_cpu
 from runners.open_clip_family import load_image_preparer, load_runner
-from samples import random_image, unit_cosines
 
 TEXTS = [f"caption number {index} of a {'long ' * index}scene" for index in range(9)]
 
