@@ -30,8 +30,8 @@ from embedding_server.media.manifest import (
     manifest_image,
     read_manifest,
 )
-from embedding_server.media.remote import fetch_url
-from embedding_server.media.temp_files import private_directory, write_private
+from embedding_server.media.remote import download
+from embedding_server.media.temp_files import open_private, private_directory, write_private
 from embedding_server.media.video import VideoFile
 from embedding_server.schemas import (
     FramesBatchInput,
@@ -98,13 +98,16 @@ class VideoEmbedder:
         with private_directory(settings.video_temp_dir) as directory:
             path = directory / "video"
             if isinstance(item, VideoUrlInput):
-                data = await fetch_url(item.video_url, max_bytes=settings.max_video_bytes,
-                                       settings=settings, what="video")
+                # Straight to disk: chunk writes go to the page cache, and holding up to
+                # max_video_bytes per concurrent download in memory would not be safe.
+                with open_private(path) as file:
+                    await download(item.video_url, file.write, max_bytes=settings.max_video_bytes,
+                                   settings=settings, what="video")
             else:
                 data = await run_blocking(partial(decode_base64, max_bytes=settings.max_video_bytes,
                                                   what="video"), item.video_base64)
-            await run_blocking(write_private, path, data)
-            del data  # the file holds it now
+                await run_blocking(write_private, path, data)
+                del data  # the file holds it now
             return await self._video(path, item.segment_config, preparer)
 
     async def _frames(self, frames: Sequence[ImageUrlInput | ImageBase64Input]) -> np.ndarray:

@@ -410,6 +410,22 @@ def test_body_over_cap_is_too_large(base: str, path: str) -> None:
     assert error.detail == f"Video too large: exceeds {CAP} bytes"
 
 
+def test_download_streams_the_body_to_the_sink_and_stops_at_the_cap(base: str) -> None:
+    """The video path: chunks reach the sink as they arrive, never more than the cap plus one."""
+    chunks: list[bytes] = []
+    asyncio.run(remote.download(f"{base}/big-chunked", chunks.append, max_bytes=64 * 1024,
+                                settings=_settings(), what="video"))
+    assert b"".join(chunks) == b"y" * 64 * 1024
+    assert len(chunks) > 1  # handed over piece by piece, not as one buffered body
+
+    chunks.clear()
+    with pytest.raises(ApiError) as caught:
+        asyncio.run(remote.download(f"{base}/big-chunked", chunks.append, max_bytes=10 * 1024,
+                                    settings=_settings(), what="video"))
+    assert caught.value.status_code == 413
+    assert sum(map(len, chunks)) <= 10 * 1024
+
+
 def test_read_timeout_is_408(base: str) -> None:
     settings = _settings(url_read_timeout_s=0.3, url_total_timeout_s=10)
     started = time.monotonic()

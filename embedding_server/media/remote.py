@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+from collections.abc import Callable
 
 import httpx
 
@@ -20,6 +21,7 @@ from embedding_server.errors import ApiError, InvalidInput, payload_too_large
 from embedding_server.settings import Settings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Sink = Callable[[bytes], object]  # takes the body chunk by chunk
 
 _SCHEMES = frozenset({"http", "https"})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -32,16 +34,24 @@ _MAX_REASON_CHARS = 200
 
 
 async def fetch_url(url: str, *, max_bytes: int, settings: Settings, what: str = "image") -> bytes:
-    """Download ``url`` under the remote-media policy and return its body.
+    """Download ``url`` under the remote-media policy and return its body (see :func:`download`)."""
+    body = bytearray()
+    await download(url, body.extend, max_bytes=max_bytes, settings=settings, what=what)
+    return bytes(body)
+
+
+async def download(url: str, sink: Sink, *, max_bytes: int, settings: Settings, what: str) -> None:
+    """Download ``url`` under the remote-media policy, handing the body to ``sink`` as it
+    arrives (so a video can go straight to disk instead of being held in memory).
 
     Raises only :class:`ApiError`: 400 for a destination the policy forbids, 408 when a
-    time-out or the overall deadline passes, 413 when the body exceeds ``max_bytes``, and
-    422 (:class:`InvalidInput`) for a bad URL, too many redirects, an unreachable host or an
-    upstream answer other than 2xx.
+    time-out or the overall deadline passes, 413 when the body exceeds ``max_bytes`` (``sink``
+    has then been given at most ``max_bytes`` and one chunk), and 422 (:class:`InvalidInput`)
+    for a bad URL, too many redirects, an unreachable host or an upstream answer other than 2xx.
     """
     try:
         async with asyncio.timeout(settings.url_total_timeout_s):
-            return await _follow_redirects(url, max_bytes, settings, what)
+            await _follow_redirects(url, sink, max_bytes, settings, what)
     except (TimeoutError, httpx.TimeoutException):
         raise ApiError(
             408, f"Timed out fetching {what} URL (limit {settings.url_total_timeout_s:g} s)"
@@ -50,15 +60,15 @@ async def fetch_url(url: str, *, max_bytes: int, settings: Settings, what: str =
         raise InvalidInput(f"could not fetch {what} URL: {_short_reason(error)}") from None
 
 
-async def _follow_redirects(url: str, max_bytes: int, settings: Settings, what: str) -> bytes:
+async def _follow_redirects(url: str, sink: Sink, max_bytes: int, settings: Settings, what: str) -> None:
     """Fetch ``url``, following at most ``url_max_redirects`` hops, each one checked anew."""
     current = _check_url(url, what)
     for _ in range(settings.url_max_redirects + 1):
         addresses = await _resolve_and_check(current, settings, what)
-        outcome = await _fetch_hop(current, addresses, max_bytes, settings, what)
-        if isinstance(outcome, bytes):
-            return outcome
-        current = _check_url(outcome, what, base=current)
+        location = await _fetch_hop(current, addresses, sink, max_bytes, settings, what)
+        if location is None:
+            return
+        current = _check_url(location, what, base=current)
     raise InvalidInput(
         f"could not fetch {what} URL: more than {settings.url_max_redirects} redirects"
     )
@@ -177,21 +187,23 @@ def _is_allow_listed(address: IPAddress, allowed_hosts: tuple[str, ...]) -> bool
 
 
 async def _fetch_hop(
-    url: httpx.URL, addresses: list[IPAddress], max_bytes: int, settings: Settings, what: str
-) -> bytes | str:
-    """One request, trying the checked addresses in order until one accepts a connection."""
+    url: httpx.URL, addresses: list[IPAddress], sink: Sink, max_bytes: int, settings: Settings, what: str
+) -> str | None:
+    """One request, trying the checked addresses in order until one accepts a connection
+    (before any byte of a body has reached ``sink``)."""
     for address in addresses[:-1]:
         try:
-            return await _request(url, address, max_bytes, settings, what)
+            return await _request(url, address, sink, max_bytes, settings, what)
         except (httpx.ConnectError, httpx.ConnectTimeout):
             continue
-    return await _request(url, addresses[-1], max_bytes, settings, what)
+    return await _request(url, addresses[-1], sink, max_bytes, settings, what)
 
 
 async def _request(
-    url: httpx.URL, address: IPAddress, max_bytes: int, settings: Settings, what: str
-) -> bytes | str:
-    """GET ``url`` from ``address``: the body, or the ``Location`` of a redirect.
+    url: httpx.URL, address: IPAddress, sink: Sink, max_bytes: int, settings: Settings, what: str
+) -> str | None:
+    """GET ``url`` from ``address``: the body into ``sink`` (``None``), or the ``Location``
+    of a redirect.
 
     The URL's host is replaced by the checked IP so httpx cannot resolve the name again;
     ``Host`` and, for https, the ``sni_hostname`` extension keep the real name for virtual
@@ -210,7 +222,8 @@ async def _request(
                 raise InvalidInput(
                     f"could not fetch {what} URL: upstream answered HTTP {response.status_code}"
                 )
-            return await _read_capped(response, max_bytes, what)
+            await _read_capped(response, sink, max_bytes, what)
+            return None
 
 
 def _client(settings: Settings) -> httpx.AsyncClient:
@@ -228,8 +241,8 @@ def _client(settings: Settings) -> httpx.AsyncClient:
     return httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=False)
 
 
-async def _read_capped(response: httpx.Response, max_bytes: int, what: str) -> bytes:
-    """The body, refused as soon as it is known to exceed ``max_bytes``."""
+async def _read_capped(response: httpx.Response, sink: Sink, max_bytes: int, what: str) -> None:
+    """The body into ``sink``, refused as soon as it is known to exceed ``max_bytes``."""
     too_large = payload_too_large(what, max_bytes)
     encoding = response.headers.get("content-encoding", "identity").strip().lower()
     if encoding not in ("", "identity"):
@@ -238,12 +251,12 @@ async def _read_capped(response: httpx.Response, max_bytes: int, what: str) -> b
     declared = response.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > max_bytes:
         raise too_large
-    body = bytearray()
+    received = 0
     async for chunk in response.aiter_bytes():
-        body += chunk
-        if len(body) > max_bytes:
+        received += len(chunk)
+        if received > max_bytes:
             raise too_large
-    return bytes(body)
+        sink(chunk)
 
 
 def _short_reason(error: httpx.HTTPError) -> str:

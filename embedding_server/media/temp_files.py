@@ -11,7 +11,7 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import BinaryIO, Iterator
 
 PREFIX = "embedding-video-"
 
@@ -25,8 +25,13 @@ def private_directory(parent: Path | None) -> Iterator[Path]:
         yield Path(name)
 
 
-def write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` to a new file only the server's user can read (never an existing one)."""
+def open_private(path: Path) -> BinaryIO:
+    """A new file only the server's user can read (never an existing one), open for writing."""
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    with os.fdopen(descriptor, "wb") as file:
+    return os.fdopen(descriptor, "wb")
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write ``data`` to a new private file (see :func:`open_private`)."""
+    with open_private(path) as file:
         file.write(data)
