@@ -4,6 +4,7 @@ every thread, larger ones in single-threaded slices; only PyTorch-on-CPU runners
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,10 @@ import pytest
 import torch
 from samples import random_image, unit_cosines
 
-from runners.base import EmbeddingRunner
+from models.catalogue import find_model
+from models.store import import_model
+from runners import adapter_for
+from runners.base import EmbeddingRunner, WeightSource
 from runners.cpu_lanes import SlicedRunner, sliced_on_cpu
 from runners.open_clip_family import load_image_preparer, load_runner
 
@@ -86,3 +90,27 @@ def test_only_pytorch_runners_on_the_cpu_with_two_lanes_are_sliced(runner):
 
     other = OpenVinoLike(runner)
     assert sliced_on_cpu(other, "CPU", lanes=2, threads=2) is other
+
+
+@pytest.mark.parametrize("model_id", ["SigLIP/siglip2-vit-b-16", "MobileCLIP/mobileclip_s0",
+                                      "CN-CLIP/cn-clip-vit-b-16", "Blip2/blip2_transformers",
+                                      "QwenText/qwen3-embedding-0.6b"])
+def test_every_family_gives_the_same_vectors_sliced_with_its_tokenizer_shared(model_id):
+    """Slices of one batch tokenise and run on two threads at once with the same tokenizer
+    and model; several sliced calls at once (text and image batches overlap in the Encoder)
+    must neither fail nor change a vector."""
+    model = find_model(model_id)
+    adapter = adapter_for(model)
+    entry = Path(import_model(model, WeightSource("random", tiny=True)).path)
+    runner = adapter.load_runner(entry, "CPU")
+    sliced = SlicedRunner(runner, lanes=2, threads=2)
+    texts = [f"{'a much longer ' * (index % 5)}query {index}" for index in range(16)]
+    expected = runner.encode_text(texts)
+    with ThreadPoolExecutor(3) as callers:
+        results = list(callers.map(lambda _: sliced.encode_text(texts), range(6)))
+    for vectors in results:
+        assert (unit_cosines(vectors, expected) > 0.99999).all()
+    if model.supports_images:
+        prepare = adapter.load_image_preparer(entry)
+        pixels = np.stack([prepare(random_image(80, 60, seed=index)) for index in range(5)])
+        assert (unit_cosines(sliced.encode_images(pixels), runner.encode_images(pixels)) > 0.99999).all()
