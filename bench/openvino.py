@@ -32,7 +32,7 @@ BENCH = Path(__file__).resolve().parent
 # The repository instead of this script's folder: here ``import openvino`` would find this file.
 sys.path[0] = str(BENCH.parent)
 
-from bench.results_file import write_section  # noqa: E402
+from bench.results_file import command_line, write_section  # noqa: E402
 
 if TYPE_CHECKING:
     from embedding_server.settings import Settings
@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         results = {model: measure_model(model, args.quick, seconds, home) for model in args.models.split(",")}
     finally:
         shutil.rmtree(home, ignore_errors=True)
-    command = "python bench/openvino.py" + "".join(f" {arg}" for arg in (argv or sys.argv[1:]))
+    command = command_line("openvino.py", argv)
     text = section(results, command, seconds, args.quick, (load_before, os.getloadavg()[0]))
     print("\n" + text)
     if results_path:

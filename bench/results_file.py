@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 TITLE = "# Benchmark results\n"
@@ -21,3 +22,8 @@ def replace_section(document: str, heading: str, text: str) -> str:
 def write_section(path: Path, heading: str, text: str) -> None:
     existing = path.read_text() if path.exists() else TITLE
     path.write_text(replace_section(existing, heading, text))
+
+
+def command_line(script: str, argv: list[str] | None) -> str:
+    """How the benchmark ``script`` was run, for the results: ``argv``, else this process's."""
+    return f"python bench/{script}" + "".join(f" {arg}" for arg in (argv or sys.argv[1:]))

@@ -50,7 +50,7 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-from results_file import write_section  # noqa: E402
+from results_file import command_line, write_section  # noqa: E402
 from serving import free_port, serve_command, start, stop, wait_until_ready  # noqa: E402
 
 DEFAULT_MODEL = "CLIP/clip-vit-b-32"
@@ -211,17 +211,19 @@ class BareModel:
         from models.catalogue import TEXT, find_model
         from models.store import find_entry
         from runners import adapter_for
-        from runners.cpu_lanes import MIN_SLICE, SlicedRunner
+        from embedding_server.settings import get_settings
+        from runners.cpu_lanes import MIN_SLICE, SlicedRunner, sliced_on_cpu
 
         model = find_model(plan.model)
         adapter = adapter_for(model)
         directory = Path(find_entry(model).path)
         whole = adapter.load_runner(directory, "CPU")
-        lanes = min(2, torch.get_num_threads())
         self.variants = {"whole": whole}
-        if lanes > 1:
-            self.variants[f"{lanes} slices"] = SlicedRunner(whole, lanes, torch.get_num_threads())
-        self.smallest_sliced = lanes * MIN_SLICE
+        self.smallest_sliced = 0
+        sliced = sliced_on_cpu(whole, "CPU", get_settings().torch_lanes, torch.get_num_threads())
+        if isinstance(sliced, SlicedRunner):  # as the service runs it, EMBEDDING_TORCH_LANES included
+            self.variants[f"{sliced.lanes} slices"] = sliced
+            self.smallest_sliced = sliced.lanes * MIN_SLICE
         self.seconds = plan.ceiling_s
         self.encoders: dict[str, tuple[tuple[int, ...], Callable[[object, int], object]]] = {}
         if model.supports_images:
@@ -555,7 +557,7 @@ def main(argv: list[str] | None = None) -> int:
         results, tuning = run(plan, home)
     finally:
         shutil.rmtree(home, ignore_errors=True)
-    command = "python bench/throughput.py" + "".join(f" {arg}" for arg in (argv or sys.argv[1:]))
+    command = command_line("throughput.py", argv)
     plot_path = results_path.with_name("throughput.png") if results_path else None
     text = section(plan, results, tuning, command, plot_path.name if plot_path else None)
     print("\n" + text)
