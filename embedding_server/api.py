@@ -21,6 +21,7 @@ from embedding_server.body_limit import BodyLimitMiddleware
 from embedding_server.concurrency_limit import ConcurrencyLimitMiddleware
 from embedding_server.encoding import embedding_body
 from embedding_server.errors import MODEL_NOT_HEALTHY, ApiError, InvalidInput
+from embedding_server.json_route import OrjsonRoute
 from embedding_server.pipeline import EmbeddingPipeline
 from embedding_server.schemas import Capabilities, CurrentModel, EmbeddingRequest
 from embedding_server.settings import get_settings
@@ -32,11 +33,15 @@ MAX_REPORTED_ERRORS = 3
 
 app = FastAPI(title="Multimodal embedding server",
               description="Text, image and video embeddings with CLIP-style models.")
-app.add_middleware(BodyLimitMiddleware, max_bytes=get_settings().max_body_bytes)
+app.router.route_class = OrjsonRoute  # before any route is declared
+# The last added runs first: the body is received whole (cap, deadline) before the request
+# takes a concurrency slot.
 # Each entry-service worker process admits its share of EMBEDDING_MAX_CONCURRENCY.
 app.add_middleware(ConcurrencyLimitMiddleware,
                    max_concurrency=math.ceil(get_settings().max_concurrency / get_settings().entry_workers),
                    paths=("/embeddings",))
+app.add_middleware(BodyLimitMiddleware, max_bytes=get_settings().max_body_bytes,
+                   timeout_s=get_settings().body_timeout_s)
 
 
 def current_pipeline(service: Any = Depends(bentoml.get_current_service)) -> EmbeddingPipeline:
@@ -55,15 +60,21 @@ def _validation_message(error: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+def _detail_response(error: ApiError) -> JSONResponse:
+    """``{"detail": ...}`` that always encodes as UTF-8: a detail may quote the client's input
+    (a key, a tag, a model name), and a lone surrogate in it would fail the response itself."""
+    detail = error.detail.encode("utf-8", "backslashreplace").decode("utf-8")
+    return JSONResponse({"detail": detail}, status_code=error.status_code)
+
+
 @app.exception_handler(RequestValidationError)
 async def _on_validation_error(_: Request, error: RequestValidationError) -> JSONResponse:
-    problem = InvalidInput(_validation_message(error))
-    return JSONResponse({"detail": problem.detail}, status_code=problem.status_code)
+    return _detail_response(InvalidInput(_validation_message(error)))
 
 
 @app.exception_handler(ApiError)
 async def _on_api_error(_: Request, error: ApiError) -> JSONResponse:
-    return JSONResponse({"detail": error.detail}, status_code=error.status_code)
+    return _detail_response(error)
 
 
 @app.get("/health")

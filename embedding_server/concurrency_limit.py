@@ -4,7 +4,8 @@ them without bound.
 It replaces BentoML's ``traffic.max_concurrency`` on the entry service so that the refusal has
 the API's ``{"detail": ...}`` shape (BentoML answers ``{"error": "Too many requests"}``) and
 only limits the paths that do heavy work: ``/health`` and the model-status routes stay
-answerable however busy the server is.
+answerable however busy the server is. It runs inside ``BodyLimitMiddleware``, so a request
+takes a slot only once its whole body has arrived.
 """
 
 from __future__ import annotations

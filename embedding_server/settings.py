@@ -61,6 +61,13 @@ class Settings(BaseSettings):
     video_default_num_frames: int = Field(64, ge=1)
     max_extraction_fps: float = Field(240.0, gt=0, allow_inf_nan=False)
 
+    # --- hostile input: video and paths ---
+    # Pixels one request may decode from videos (frames x width x height): 1024 1080p frames.
+    max_video_pixels_per_request: int = Field(1024 * 1920 * 1080, ge=1)
+    # Longest a request waits for its video's decoding process (probe and every chunk
+    # together); past it the process is killed and the request answered 504.
+    video_decode_timeout_s: float = Field(60.0, gt=0, le=3600)
+
     # --- remote media policy ---
     url_allowed_hosts: Annotated[tuple[str, ...], NoDecode] = ()
     url_connect_timeout_s: float = Field(5.0, gt=0, le=120)
@@ -78,6 +85,24 @@ class Settings(BaseSettings):
     # model's own maximum when smaller; short-context models cut at their context length.
     text_token_cap: int = Field(8192, ge=1)
 
+    # --- hostile input: text ---
+    # The entry service cuts each text to (the model's token limit x this) characters: only
+    # that many tokens are embedded, so the rest is never sent or tokenised. 32 is above the
+    # longest token of the tokenizers served (CLIP's: 28 bytes).
+    text_chars_per_token: int = Field(32, ge=1)
+    # Characters of text (after that cut) one request may send; 422 beyond. Bounds the work one
+    # request asks of a long-context model (77-token models never reach it: 1024 x 77 x 32).
+    max_request_text_chars: int = Field(4 * MiB, ge=1)
+    # Padded tokens per forward pass of long-context text embedders (QwenText): a batch of long
+    # texts runs as consecutive forward passes of at most this many (one text may exceed it).
+    text_token_budget: int = Field(16_384, ge=1)
+
+    # --- hostile input: images ---
+    # A JPEG image input is decoded at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling) when both
+    # sides stay at least this many times the model's input size; 0 decodes every JPEG in full.
+    # At 2 the resize to the model's input still averages 2x2 source pixels or more per pixel.
+    jpeg_draft_factor: float = Field(2.0, ge=0, le=64, allow_inf_nan=False)
+
     # --- encoder batching and traffic (measured defaults: bench/RESULTS.md) ---
     text_max_batch_size: int = Field(64, ge=2)
     # 16, not 32: two batches alternate, so one computes while the other's clients decode.
@@ -90,6 +115,15 @@ class Settings(BaseSettings):
     # PyTorch on the CPU: a batch runs as this many concurrent single-threaded slices
     # (runners/cpu_lanes.py); 1 runs every batch whole on all threads.
     torch_lanes: int = Field(2, ge=1, le=1024)
+
+    # --- hostile input: http ---
+    # The whole request body must arrive within this many seconds (408 beyond), before the
+    # request counts against max_concurrency. 30 s carries the full 32 MiB body cap at about
+    # 9 Mbit/s, while a stalled upload holds only its socket, never a slot, for that long.
+    body_timeout_s: float = Field(30.0, gt=0, le=3600)
+    # Threads reserved for DNS look-ups of media URLs, apart from the decoding threads, so
+    # hung look-ups cannot stall decoding (each look-up waits at most url_connect_timeout_s).
+    url_dns_threads: int = Field(8, ge=1, le=256)
 
     @field_validator("device")
     @classmethod
@@ -133,6 +167,14 @@ class Settings(BaseSettings):
         cap = info.data.get("max_frames_per_request")
         if cap is not None and value > cap:
             raise ValueError(f"exceeds EMBEDDING_MAX_FRAMES_PER_REQUEST ({cap})")
+        return value
+
+    @field_validator("body_timeout_s")
+    @classmethod
+    def _body_deadline_before_request_deadline(cls, value: float, info: ValidationInfo) -> float:
+        limit = info.data.get("request_timeout_s")
+        if limit is not None and value >= limit:
+            raise ValueError(f"must be below EMBEDDING_REQUEST_TIMEOUT_S ({limit:g})")
         return value
 
     @field_validator("url_allowed_hosts", mode="before")

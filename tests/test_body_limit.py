@@ -12,7 +12,7 @@ CAP = 1000
 
 def make_client() -> TestClient:
     app = FastAPI()
-    app.add_middleware(BodyLimitMiddleware, max_bytes=CAP)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=CAP, timeout_s=10)
 
     @app.post("/echo")
     async def echo(request: Request) -> dict:

@@ -70,6 +70,8 @@ class _Handler(BaseHTTPRequestHandler):
             "/gzip": lambda: self._send(200, gzip.compress(PAYLOAD), {"Content-Encoding": "gzip"}),
             "/slow": self._slow,
             "/trickle": self._trickle,
+            "/trickle-forever": self._trickle_forever,
+            "/endless-chunked": self._endless_chunked,
         }.get(path, lambda: self._send(404, b"unknown"))
         route()
 
@@ -120,6 +122,21 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
             if self.server.release.wait(0.05):
                 return
+
+
+    def _trickle_forever(self) -> None:
+        """A byte at a time, never reaching the byte cap, until released."""
+        self._start({})
+        while not self.server.release.wait(0.05):
+            self.wfile.write(b"z")
+            self.wfile.flush()
+
+    def _endless_chunked(self) -> None:
+        """One-byte chunks that never end, until released."""
+        self._start({"Transfer-Encoding": "chunked"})
+        while not self.server.release.wait(0.05):
+            self.wfile.write(b"1\r\nz\r\n")
+            self.wfile.flush()
 
 
 @pytest.fixture(scope="module")
@@ -442,6 +459,16 @@ def test_trickling_server_hits_overall_deadline(base: str) -> None:
     assert error.status_code == 408
     assert error.detail.startswith("Timed out fetching video URL")
     assert time.monotonic() - started < 3
+
+
+@pytest.mark.parametrize("path", ["/trickle-forever", "/endless-chunked"])
+def test_never_ending_body_is_cut_at_the_overall_deadline(base: str, path: str) -> None:
+    settings = _settings(url_read_timeout_s=5, url_total_timeout_s=1)
+    started = time.monotonic()
+    error = fetch_error(f"{base}{path}", settings, max_bytes=1 << 20)
+    assert error.status_code == 408
+    assert error.detail == "Timed out fetching image URL (limit 1 s)"
+    assert time.monotonic() - started < 4
 
 
 # --- https: SNI and certificate verification use the URL's name ---

@@ -11,9 +11,11 @@ hop is checked again, and time and size are capped so a hostile server cannot ho
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import socket
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
@@ -31,6 +33,7 @@ _HEADERS = {"Accept": "*/*", "Accept-Encoding": "identity", "User-Agent": "embed
 # 100.64.0.0/10 is neither private nor reserved in Python's tables; named for a clear reason.
 _SHARED_ADDRESS_SPACE = ipaddress.ip_network("100.64.0.0/10")
 _MAX_REASON_CHARS = 200
+_MAX_PORT = 65535
 
 
 async def fetch_url(url: str, *, max_bytes: int, settings: Settings, what: str = "image") -> bytes:
@@ -90,6 +93,9 @@ def _check_url(raw: str, what: str, base: httpx.URL | None = None) -> httpx.URL:
         raise InvalidInput(f"{what} URL has no host")
     if url.userinfo:
         raise InvalidInput(f"{what} URL must not contain credentials")
+    if url.port is not None and not 1 <= url.port <= _MAX_PORT:
+        # httpx keeps any integer here (70000, 0, -1); the socket layer would fail on it.
+        raise InvalidInput(f"{what} URL port {url.port} is not between 1 and {_MAX_PORT}")
     return url
 
 
@@ -100,7 +106,7 @@ async def _resolve_and_check(url: httpx.URL, settings: Settings, what: str) -> l
     internal record cannot be used to reach the internal one.
     """
     host = url.raw_host.decode("ascii")
-    addresses = await _resolve(url, what)
+    addresses = await _resolve(url, settings, what)
     if host not in settings.url_allowed_hosts:
         for address in addresses:
             reason = _blocked_reason(address)
@@ -110,22 +116,41 @@ async def _resolve_and_check(url: httpx.URL, settings: Settings, what: str) -> l
     return addresses
 
 
-async def _resolve(url: httpx.URL, what: str) -> list[IPAddress]:
-    """Addresses for the URL's host: an IP literal as is, a name via the loop's getaddrinfo."""
+async def _resolve(url: httpx.URL, settings: Settings, what: str) -> list[IPAddress]:
+    """Addresses for the URL's host: an IP literal as is, a name via getaddrinfo in the DNS
+    threads, given at most ``url_connect_timeout_s`` (408 beyond)."""
     literal = _ip_literal(url.host)
     if literal is not None:
         return [literal]
     host = url.raw_host.decode("ascii")
     port = url.port or _DEFAULT_PORTS[url.scheme]
+    lookup = functools.partial(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        async with asyncio.timeout(settings.url_connect_timeout_s):
+            infos = await asyncio.get_running_loop().run_in_executor(
+                _dns_threads(settings.url_dns_threads), lookup)
         # sockaddr[0] is the address; an IPv6 one may carry a "%scope" suffix.
         addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
+    except TimeoutError:
+        raise ApiError(408, f"Timed out resolving {what} URL host {host} "
+                            f"(limit {settings.url_connect_timeout_s:g} s)") from None
     except (OSError, ValueError):  # gaierror, or a name the idna codec refuses
         addresses = []
     if not addresses:
         raise InvalidInput(f"could not fetch {what} URL: cannot resolve host {host}")
     return list(dict.fromkeys(addresses))
+
+
+@functools.cache
+def _dns_threads(count: int) -> ThreadPoolExecutor:
+    """The threads that run DNS look-ups, apart from asyncio's default executor.
+
+    ``getaddrinfo`` blocks its thread and cannot be cancelled, so look-ups that hang would
+    otherwise occupy the default executor that ``asyncio.to_thread`` gives image and video
+    decoding. A hung look-up here holds one of these threads until the resolver gives up;
+    its request is answered at its deadline all the same.
+    """
+    return ThreadPoolExecutor(max_workers=count, thread_name_prefix="dns")
 
 
 def _ip_literal(host: str) -> IPAddress | None:
