@@ -1,38 +1,47 @@
 """The five video inputs: from a request to one vector per frame, in order.
 
 Frames stream to the Encoder in chunks of ``image_max_batch_size``: while the Encoder embeds
-one chunk, the next is decoded and preprocessed in a worker thread, so at most two chunks of
-model-sized pixels are alive at once, however long the video. Videos that arrive as bytes are
+one chunk, the video's decoding process (:mod:`.media.decode_process`) decodes and prepares
+the next, so at most two chunks of model-sized pixels are alive at once, however long the
+video. Local files are opened once, confined, and decoded from that descriptor. Videos that arrive as bytes are
 written to a private temporary file that is removed when the request ends, however it ends.
 """
 
 from __future__ import annotations
 
 import asyncio
+from contextlib import AsyncExitStack
 from functools import partial
-from pathlib import Path
 from typing import Awaitable, Callable, Sequence, TypeVar
 
 import numpy as np
-from PIL import Image
 
 from embedding_server.errors import ApiError, located
+from embedding_server.media.blocking import run_blocking, settle
+from embedding_server.media.decode_process import DecodingProcess
 from embedding_server.media.frame_selection import (
     check_frame_count,
+    check_pixel_budget,
     check_segment_config,
     select_frames,
 )
 from embedding_server.media.images import decode_base64
-from embedding_server.media.local_files import resolve_local_file
+from embedding_server.media.local_files import OpenedFile, open_local_file
 from embedding_server.media.manifest import (
+    FramesManifest,
+    check_crop,
     check_frame_numbers,
     frame_sources,
     manifest_image,
     read_manifest,
 )
 from embedding_server.media.remote import download
-from embedding_server.media.temp_files import open_private, private_directory, write_private
-from embedding_server.media.video import VideoFile
+from embedding_server.media.temp_files import (
+    BackgroundWriter,
+    open_written,
+    private_directory,
+    write_private,
+)
 from embedding_server.schemas import (
     FramesBatchInput,
     ImageBase64Input,
@@ -50,29 +59,6 @@ T = TypeVar("T")
 VideoInput = VideoFramesInput | VideoUrlInput | VideoBase64Input | VideoFileInput | FramesBatchInput
 EncodeImages = Callable[[np.ndarray], Awaitable[np.ndarray]]
 ImagePixels = Callable[[ImageUrlInput | ImageBase64Input], Awaitable[np.ndarray]]
-
-
-async def run_blocking(function: Callable[..., T], *args: object) -> T:
-    """``function(*args)`` in a worker thread.
-
-    A cancelled caller still waits for the thread to finish before the cancellation goes on,
-    so the clean-up that follows (closing a reader, deleting a temporary file) never races it.
-    """
-    future = asyncio.ensure_future(asyncio.to_thread(function, *args))
-    try:
-        return await asyncio.shield(future)
-    except asyncio.CancelledError:
-        await _settle(future, cancel=False)  # cancelling it would not stop the thread
-        raise
-
-
-async def _settle(task: asyncio.Future, *, cancel: bool) -> None:
-    """Wait for ``task`` (cancelled first if ``cancel``); what it ends with is dropped."""
-    if cancel:
-        task.cancel()
-    await asyncio.wait([task])
-    if not task.cancelled():
-        task.exception()
 
 
 class VideoEmbedder:
@@ -93,14 +79,14 @@ class VideoEmbedder:
             return await self._manifest(item.frames_manifest_path, preparer)
         check_segment_config(item.segment_config, settings)
         if isinstance(item, VideoFileInput):
-            path = await run_blocking(resolve_local_file, item.video_path, settings)
-            return await self._video(path, item.segment_config, preparer)
+            with await run_blocking(open_local_file, item.video_path, settings) as file:
+                return await self._video(file, item.segment_config, preparer)
         with private_directory(settings.video_temp_dir) as directory:
             path = directory / "video"
             if isinstance(item, VideoUrlInput):
-                # Straight to disk: chunk writes go to the page cache, and holding up to
-                # max_video_bytes per concurrent download in memory would not be safe.
-                with open_private(path) as file:
+                # Straight to disk: holding up to max_video_bytes per concurrent download in
+                # memory would not be safe; a thread writes, so the loop never waits for it.
+                async with BackgroundWriter(path) as file:
                     await download(item.video_url, file.write, max_bytes=settings.max_video_bytes,
                                    settings=settings, what="video")
             else:
@@ -108,7 +94,8 @@ class VideoEmbedder:
                                                   what="video"), item.video_base64)
                 await run_blocking(write_private, path, data)
                 del data  # the file holds it now
-            return await self._video(path, item.segment_config, preparer)
+            with await run_blocking(open_written, path) as file:
+                return await self._video(file, item.segment_config, preparer)
 
     async def _frames(self, frames: Sequence[ImageUrlInput | ImageBase64Input]) -> np.ndarray:
         check_frame_count(len(frames), self._settings)
@@ -129,18 +116,16 @@ class VideoEmbedder:
 
         return await self._encode_in_chunks(range(len(frames)), chunk)
 
-    async def _video(self, path: Path, config: SegmentConfig, preparer: ImagePreparer) -> np.ndarray:
-        video = await run_blocking(VideoFile, path)
-        try:
-            wanted = select_frames(config, video.frame_count, video.fps, self._settings)
+    async def _video(self, file: OpenedFile, config: SegmentConfig,
+                     preparer: ImagePreparer) -> np.ndarray:
+        settings = self._settings
+        async with await DecodingProcess.open(file, preparer, settings) as video:
+            info = video.info
+            wanted = select_frames(config, info.frame_count, info.fps, settings)
             order = sorted(set(wanted))  # decode forward, each frame once
-
-            def prepare(indices: Sequence[int]) -> np.ndarray:
-                return np.stack([preparer(Image.fromarray(video.frame(index))) for index in indices])
-
-            vectors = await self._encode_in_chunks(order, lambda part: run_blocking(prepare, part))
-        finally:
-            video.close()
+            check_pixel_budget(len(order), info.width, info.height, settings)
+            video.decode([(index, None) for index in order], settings.image_max_batch_size)
+            vectors = await self._encode_in_chunks(order, lambda part: video.take(len(part)))
         if order == wanted:
             return vectors
         row = {index: position for position, index in enumerate(order)}
@@ -148,30 +133,43 @@ class VideoEmbedder:
 
     async def _manifest(self, raw_path: str, preparer: ImagePreparer) -> np.ndarray:
         settings = self._settings
-        path = await run_blocking(resolve_local_file, raw_path, settings)
-        manifest = await run_blocking(read_manifest, path, raw_path)
-        check_frame_count(len(manifest.frames), settings)
-        sources = await run_blocking(frame_sources, manifest, path.parent, settings)
-        video = None
-        if manifest.video_path is not None and any(isinstance(item, int) for item in sources):
-            video_path = await run_blocking(resolve_local_file, manifest.video_path, settings,
-                                            path.parent)
-            video = await run_blocking(VideoFile, video_path)
-        try:
-            if video is not None:
-                check_frame_numbers(sources, video.frame_count)
+        with await run_blocking(open_local_file, raw_path, settings) as file:
+            manifest = await run_blocking(read_manifest, file, settings)
+            anchor = file.path.parent
+        sources = await run_blocking(frame_sources, manifest, anchor, settings)
+        from_video = [position for position, source in enumerate(sources) if isinstance(source, int)]
+        async with AsyncExitStack() as stack:
+            video = None
+            if from_video:  # frame_sources made sure the manifest names a video
+                video_file = stack.enter_context(await run_blocking(
+                    open_local_file, manifest.video_path, settings, anchor))
+                video = await stack.enter_async_context(
+                    await DecodingProcess.open(video_file, preparer, settings))
+                self._start_manifest_video(video, manifest, sources, from_video)
 
-            def prepare(positions: Sequence[int]) -> np.ndarray:
-                return np.stack([
-                    preparer(manifest_image(manifest.frames[at], sources[at], video, at, settings))
-                    for at in positions
-                ])
+            async def pixels(positions: Sequence[int]) -> np.ndarray:
+                def prepare_images() -> dict[int, np.ndarray]:
+                    return {at: preparer(manifest_image(manifest.frames[at], at, anchor, settings))
+                            for at in positions if not isinstance(sources[at], int)}
 
-            return await self._encode_in_chunks(range(len(sources)),
-                                                lambda part: run_blocking(prepare, part))
-        finally:
-            if video is not None:
-                video.close()
+                images = await run_blocking(prepare_images)
+                count = len(positions) - len(images)
+                frames = iter(await video.take(count)) if video is not None and count else iter(())
+                return np.stack([images[at] if at in images else next(frames) for at in positions])
+
+            return await self._encode_in_chunks(range(len(sources)), pixels)
+
+    def _start_manifest_video(self, video: DecodingProcess, manifest: FramesManifest,
+                              sources: list[str | int], from_video: list[int]) -> None:
+        """Check the entries taken from the video against it, then ask for their frames."""
+        info = video.info
+        check_frame_numbers(sources, info.frame_count)
+        for position in from_video:
+            check_crop(manifest.frames[position], info.width, info.height, position)
+        check_pixel_budget(len(from_video), info.width, info.height, self._settings)
+        jobs = [(sources[at], manifest.frames[at].crop_bbox) for at in from_video]
+        video.decode(jobs, self._settings.image_max_batch_size,
+                     [f"frames[{position}]" for position in from_video])
 
     async def _encode_in_chunks(
         self, items: Sequence[T], pixels_of: Callable[[Sequence[T]], Awaitable[np.ndarray]]
@@ -189,6 +187,6 @@ class VideoEmbedder:
                 vectors.append(await self._encode_images(pixels))
                 del pixels
         finally:
-            await _settle(upcoming, cancel=True)
+            await settle(upcoming, cancel=True)
         return np.concatenate(vectors)
 

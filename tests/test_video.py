@@ -49,16 +49,18 @@ def png_b64(frame: np.ndarray) -> str:
 
 @pytest.fixture(scope="module")
 def place(tmp_path_factory) -> SimpleNamespace:
-    """The directories of these tests; the video root is a symlink to a real directory."""
+    """The directories of these tests; the video root is reached through a symlinked parent
+    (``/tmp`` may be one), while a root that is itself a symlink is refused."""
     base = tmp_path_factory.mktemp("video-inputs")
-    real_root, extra, outside, temp = (base / name for name in ("real-root", "extra", "outside", "temp"))
-    for directory in (real_root, extra, outside, real_root / "frames", real_root / "sub"):
+    real_base, extra, outside, temp = (base / name for name in ("real-base", "extra", "outside", "temp"))
+    real_root = real_base / "root"
+    for directory in (real_base, real_root, extra, outside, real_root / "frames", real_root / "sub"):
         directory.mkdir()
-    (base / "root").symlink_to(real_root)
+    (base / "linked-base").symlink_to(real_base)
     clip = index_video(real_root / "clip.mp4", FRAMES, FPS)
     shutil.copy(clip, extra / "clip.mp4")
     shutil.copy(clip, outside / "clip.mp4")
-    return SimpleNamespace(root=base / "root", real_root=real_root, extra=extra, outside=outside,
+    return SimpleNamespace(root=base / "linked-base" / "root", real_root=real_root, extra=extra, outside=outside,
                            temp=temp, clip=clip)
 
 

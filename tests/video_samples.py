@@ -2,17 +2,22 @@
 
 Frame ``i`` carries ``i`` in binary as eight black-or-white stripes across its top half, so a
 decoded frame tells which frame it is (:func:`read_index`); its bottom half is a grid of random
-colours seeded by ``i``, which keeps the frames far apart for an image model too.
+colours seeded by ``i``, which keeps the frames far apart for an image model too. The
+preparers stand in for a model's own, and for decoders that hang or crash.
 """
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
 from fractions import Fraction
 from pathlib import Path
 from typing import Iterable
 
 import av
 import numpy as np
+from PIL import Image
 
 WIDTH, HEIGHT = 64, 48
 BITS = 8
@@ -84,3 +89,34 @@ def audio_only(path: Path) -> Path:
             container.mux(stream.encode(samples))
         container.mux(stream.encode(None))
     return path
+
+
+def solid_video(path: Path, width: int, height: int, colour: tuple[int, int, int] = (10, 200, 10),
+                frames: int = 5, fps: float = 10) -> Path:
+    """``frames`` frames of one colour, ``width`` x ``height``."""
+    frame = np.empty((height, width, 3), np.uint8)
+    frame[:] = colour
+    return write_video(path, (frame for _ in range(frames)), fps)
+
+
+class SmallPreparer:
+    """A stand-in for a model's preparer: any image to 16 x 16 RGB."""
+
+    def __call__(self, image: Image.Image) -> np.ndarray:
+        return np.asarray(image.convert("RGB").resize((16, 16)), dtype=np.uint8)
+
+
+class HangingPreparer(SmallPreparer):
+    """Never returns, as a hung native decoder would not."""
+
+    def __call__(self, image: Image.Image) -> np.ndarray:
+        threading.Event().wait()
+        raise AssertionError("unreachable")
+
+
+class CrashingPreparer(SmallPreparer):
+    """Dies of a segmentation fault, as a crashing decoder would."""
+
+    def __call__(self, image: Image.Image) -> np.ndarray:
+        os.kill(os.getpid(), signal.SIGSEGV)
+        raise AssertionError("unreachable")

@@ -41,6 +41,16 @@ def check_frame_count(count: int, settings: Settings) -> None:
         )
 
 
+def check_pixel_budget(frames: int, width: int, height: int, settings: Settings) -> None:
+    """422 when decoding ``frames`` frames of ``width`` x ``height`` exceeds the request's budget."""
+    budget = settings.max_video_pixels_per_request
+    if frames * width * height > budget:
+        raise InvalidInput(
+            f"too many pixels to decode: {frames} frames of {width}x{height} are "
+            f"{frames * width * height} pixels, over the limit of {budget} pixels per request"
+        )
+
+
 def check_segment_config(config: SegmentConfig, settings: Settings) -> None:
     """The checks that need no video, so a bad request is refused before any download."""
     if config.frame_indexes is not None:

@@ -3,8 +3,9 @@
 Ingestion pipelines write these files; keys beyond the schema are ignored, so manifests are
 accepted as they are. A bare JSON array is read as the ``frames`` list. An entry embeds its
 ``image_path`` file, or else frame ``frame_number`` of the manifest's ``video_path``; relative
-paths start at the manifest's own directory and every path is confined like ``video_file``.
-The functions that touch files block: callers run them in worker threads.
+paths start at the manifest's own directory and every file is opened confined like
+``video_file`` (:func:`~embedding_server.media.local_files.open_local_file`). The functions
+that touch files block: callers run them in worker threads.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ import orjson
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from embedding_server.errors import ApiError, InvalidInput, located, payload_too_large
+from embedding_server.errors import ApiError, InvalidInput, located
+from embedding_server.media.frame_selection import check_frame_count
 from embedding_server.media.images import decode_image
-from embedding_server.media.local_files import resolve_local_file, unreadable
-from embedding_server.media.video import VideoFile
+from embedding_server.media.local_files import OpenedFile, open_local_file
 from embedding_server.settings import Settings
 
 MiB = 1024 * 1024
@@ -65,18 +66,27 @@ class FramesManifest(BaseModel):
     processing_metadata: dict[str, Any] | None = None
 
 
-def read_manifest(path: Path, shown: str) -> FramesManifest:
-    """Parse and validate the manifest at ``path`` (``shown`` is the client's name for it).
+def read_manifest(file: OpenedFile, settings: Settings) -> FramesManifest:
+    """Parse and validate the opened manifest ``file``.
 
-    413 over :data:`MAX_MANIFEST_BYTES`; 422 with the reason for bad JSON or a schema
-    violation. Blocks: run it in a worker thread.
+    413 over :data:`MAX_MANIFEST_BYTES`; 422 with the reason for bad JSON, a schema violation
+    or more entries than the frame cap. The cap is checked twice before the schema is: on the
+    bytes (every entry needs a ``"frame_number"`` key), which refuses a huge manifest without
+    parsing it, and on the parsed list (for keys written with escapes). Blocks: run it in a
+    worker thread.
     """
+    shown = file.shown
+    data = file.read_capped(MAX_MANIFEST_BYTES, "manifest")
+    check_frame_count(data.count(b'"frame_number"'), settings)
     try:
-        document = orjson.loads(_read_capped(path, MAX_MANIFEST_BYTES, "manifest", shown))
+        document = orjson.loads(data)
     except orjson.JSONDecodeError as error:
         raise InvalidInput(f"frames manifest {shown} is not valid JSON ({error})") from None
+    del data
     if isinstance(document, list):
         document = {"frames": document}
+    if isinstance(document, dict) and isinstance(document.get("frames"), list):
+        check_frame_count(len(document["frames"]), settings)
     try:
         return FramesManifest.model_validate(document)
     except ValidationError as error:
@@ -92,15 +102,17 @@ def _reasons(error: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def frame_sources(manifest: FramesManifest, anchor: Path, settings: Settings) -> list[Path | int]:
-    """Per entry, the confined image file to embed or the frame number to take from the video.
+def frame_sources(manifest: FramesManifest, anchor: Path, settings: Settings) -> list[str | int]:
+    """Per entry, the image path to embed or the frame number to take from the video.
 
-    Every path is checked before any image is decoded, so a bad path fails the request early.
+    Every image is opened (confined) and closed again here, so a bad path fails the request
+    before anything is decoded; it is opened anew, and confined anew, when it is read.
     """
-    sources: list[Path | int] = []
+    sources: list[str | int] = []
     for position, frame in enumerate(manifest.frames):
         if frame.image_path is not None:
-            sources.append(resolve_local_file(frame.image_path, settings, anchor))
+            open_local_file(frame.image_path, settings, anchor).close()
+            sources.append(frame.image_path)
         elif manifest.video_path is None:
             raise InvalidInput(f"frames[{position}] has no image_path and the manifest no video_path")
         else:
@@ -108,7 +120,7 @@ def frame_sources(manifest: FramesManifest, anchor: Path, settings: Settings) ->
     return sources
 
 
-def check_frame_numbers(sources: list[Path | int], frame_count: int) -> None:
+def check_frame_numbers(sources: list[str | int], frame_count: int) -> None:
     """422 for an entry whose frame number is past the end of the manifest's video."""
     for position, source in enumerate(sources):
         if isinstance(source, int) and source >= frame_count:
@@ -116,36 +128,22 @@ def check_frame_numbers(sources: list[Path | int], frame_count: int) -> None:
                                f"video has {frame_count} frames")
 
 
-def manifest_image(frame: FrameInfo, source: Path | int, video: VideoFile | None, position: int,
-                   settings: Settings) -> Image.Image:
-    """Entry ``position``'s image (its file, or its frame of ``video``), cropped to ``crop_bbox``."""
+def check_crop(frame: FrameInfo, width: int, height: int, position: int) -> None:
+    """422 naming entry ``position`` when its ``crop_bbox`` leaves a ``width`` x ``height`` image."""
+    box = frame.crop_bbox
+    if box is not None and (box[2] > width or box[3] > height):
+        raise located(f"frames[{position}]", InvalidInput(
+            f"crop_bbox {list(box)} exceeds the {width}x{height} image"))
+
+
+def manifest_image(frame: FrameInfo, position: int, anchor: Path, settings: Settings) -> Image.Image:
+    """Entry ``position``'s image file (``frame.image_path``), cropped to ``crop_bbox``."""
+    assert frame.image_path is not None  # frame_sources gives paths only for such entries
     try:
-        if isinstance(source, Path):
-            image = _image_file(source, settings)
-        elif video is not None:
-            image = Image.fromarray(video.frame(source))
-        else:  # frame_sources yields frame numbers only for a manifest that names a video
-            raise RuntimeError("a manifest frame number without a video")
-        if frame.crop_bbox is None:
-            return image
-        if frame.crop_bbox[2] > image.width or frame.crop_bbox[3] > image.height:
-            raise InvalidInput(f"crop_bbox {list(frame.crop_bbox)} exceeds the "
-                               f"{image.width}x{image.height} image")
-        return image.crop(frame.crop_bbox)
+        with open_local_file(frame.image_path, settings, anchor) as file:
+            data = file.read_capped(settings.max_image_bytes, "image")
+        image = decode_image(data, max_pixels=settings.max_image_pixels)
     except ApiError as error:
         raise located(f"frames[{position}]", error) from None
-
-
-def _image_file(path: Path, settings: Settings) -> Image.Image:
-    data = _read_capped(path, settings.max_image_bytes, "image", str(path))
-    return decode_image(data, max_pixels=settings.max_image_pixels)
-
-
-def _read_capped(path: Path, max_bytes: int, what: str, shown: str) -> bytes:
-    """The file's bytes; 413 over ``max_bytes``, 422 when the system refuses to read it."""
-    try:
-        if path.stat().st_size > max_bytes:
-            raise payload_too_large(what, max_bytes)
-        return path.read_bytes()
-    except OSError as error:
-        raise unreadable(shown, error) from None
+    check_crop(frame, image.width, image.height, position)
+    return image if frame.crop_bbox is None else image.crop(frame.crop_bbox)

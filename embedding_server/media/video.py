@@ -10,14 +10,21 @@ container. FFmpeg would otherwise also accept playlists and concat lists (HLS ``
 ``ffconcat``) whose entries make it open other local files or URLs, around both the path
 confinement and the URL policy.
 
-All functions here block; callers run them in worker threads.
+The frame size comes from the container's stream parameters, read with PyAV before decord
+opens the file (decord shows no size before it decodes), and is checked against the pixel cap
+and a minimum side; every decoded frame must then have exactly that shape, three channels and
+8 bits, so nothing else is ever embedded.
+
+All functions here block; they run in the decoding process (:mod:`.decode_worker`).
 """
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
+import os
+from dataclasses import dataclass
 
+import av
 import decord
 import numpy as np
 
@@ -35,6 +42,26 @@ _MAGIC = (
     b"\x00\x00\x01\xba",  # MPEG program stream
 )
 SUPPORTED_CONTAINERS = "MP4/MOV, Matroska/WebM, AVI, MPEG-TS/PS, FLV, Ogg or ASF"
+# Smallest accepted frame side. 16 px is one codec macroblock and about one patch of the
+# catalogue's vision towers (patches of 14 to 32 px): a narrower frame holds under one patch
+# of real content and would be embedded as an upscaled blur.
+MIN_FRAME_SIDE = 16
+
+
+@dataclass(frozen=True)
+class FrameLimits:
+    """Size limits of decoded frames (``max_pixels``: the image inputs' pixel cap)."""
+
+    max_pixels: int
+    min_side: int = MIN_FRAME_SIDE
+
+    def check(self, width: int, height: int) -> None:
+        if width * height > self.max_pixels:
+            raise InvalidInput(f"video frames of {width}x{height} pixels exceed the limit of "
+                               f"{self.max_pixels} pixels")
+        if min(width, height) < self.min_side:
+            raise InvalidInput(f"video frames of {width}x{height} pixels are too small: each side "
+                               f"must be at least {self.min_side} pixels")
 
 
 def is_video_container(head: bytes) -> bool:
@@ -53,11 +80,16 @@ def is_video_container(head: bytes) -> bool:
 
 
 class VideoFile:
-    """An opened video: its frame count and rate, and random access to its frames."""
+    """An opened video: its frame count, rate and size, and random access to its frames.
 
-    def __init__(self, path: Path) -> None:
+    ``path`` may be a ``/proc/self/fd/N`` name of an already opened, confined file. With
+    ``limits`` the declared frame size is checked before any frame is decoded.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], limits: FrameLimits | None = None) -> None:
+        path = os.fspath(path)
         try:
-            with path.open("rb") as file:
+            with open(path, "rb") as file:
                 head = file.read(HEAD_BYTES)
         except OSError as error:
             raise unreadable("the video file", error) from None
@@ -67,8 +99,11 @@ class VideoFile:
             raise InvalidInput(
                 f"data is not a video in a supported container ({SUPPORTED_CONTAINERS})"
             )
+        self.width, self.height = probe_frame_size(path)
+        if limits is not None:
+            limits.check(self.width, self.height)
         try:
-            self._reader: decord.VideoReader | None = decord.VideoReader(str(path))
+            self._reader: decord.VideoReader | None = decord.VideoReader(path)
             self.frame_count = len(self._reader)
             self.fps = float(self._reader.get_avg_fps())
         except Exception as error:  # decord raises DECORDError, RuntimeError or AssertionError
@@ -77,19 +112,51 @@ class VideoFile:
             raise InvalidInput("the video reports no usable frame rate")
 
     def frame(self, index: int) -> np.ndarray:
-        """Frame ``index`` as uint8 ``(H, W, 3)`` RGB."""
+        """Frame ``index`` as uint8 ``(H, W, 3)`` RGB of the probed size."""
         if self._reader is None:
             raise RuntimeError("the video is closed")
         try:
-            return self._reader[index].asnumpy()
+            array = self._reader[index].asnumpy()
         except Exception as error:  # DECORDError, or StopIteration past a truncated end
             raise InvalidInput(
                 f"the video could not be decoded at frame {index} ({type(error).__name__})"
             ) from None
+        return checked_frame(array, index, self.width, self.height)
 
     def close(self) -> None:
         """Frees decord's reader (its file handle and codec) now rather than at collection."""
         self._reader = None
+
+
+def probe_frame_size(path: str) -> tuple[int, int]:
+    """``(width, height)`` of the stream decord will decode, from the container's parameters.
+
+    PyAV reads the headers (and at most FFmpeg's probe of the first packets); no frame is
+    converted or kept.
+    """
+    try:
+        with av.open(path) as container:
+            stream = container.streams.best("video")
+            if stream is None:
+                raise InvalidInput("the file has no video stream")
+            width, height = stream.codec_context.width, stream.codec_context.height
+    except InvalidInput:
+        raise
+    except Exception as error:  # av.error.FFmpegError subclasses, on hostile headers others
+        raise InvalidInput(_open_failure(error)) from None
+    if width < 1 or height < 1:
+        raise InvalidInput(f"the video declares an invalid frame size {width}x{height}")
+    return width, height
+
+
+def checked_frame(array: np.ndarray, index: int, width: int, height: int) -> np.ndarray:
+    """``array`` if it is uint8 ``(height, width, 3)``; else 422 rather than embed garbage."""
+    if array.dtype != np.uint8 or array.shape != (height, width, 3):
+        raise InvalidInput(
+            f"frame {index} decoded as {array.dtype} {tuple(array.shape)}, not the "
+            f"{width}x{height} RGB frames the stream declares"
+        )
+    return array
 
 
 def _open_failure(error: Exception) -> str:

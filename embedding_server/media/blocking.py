@@ -1,0 +1,31 @@
+"""Running blocking work from the event loop without losing track of it."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
+
+
+async def run_blocking(function: Callable[..., T], *args: object) -> T:
+    """``function(*args)`` in a worker thread.
+
+    A cancelled caller still waits for the thread to finish before the cancellation goes on,
+    so the clean-up that follows (closing a reader, deleting a temporary file) never races it.
+    """
+    future = asyncio.ensure_future(asyncio.to_thread(function, *args))
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        await settle(future, cancel=False)  # cancelling it would not stop the thread
+        raise
+
+
+async def settle(task: asyncio.Future, *, cancel: bool) -> None:
+    """Wait for ``task`` (cancelled first if ``cancel``); what it ends with is dropped."""
+    if cancel:
+        task.cancel()
+    await asyncio.wait([task])
+    if not task.cancelled():
+        task.exception()
