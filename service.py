@@ -17,6 +17,8 @@ from embedding_server import request_timeout
 from embedding_server.api import app
 from embedding_server.coalescing import CoalescingEncoder
 from embedding_server.encoder_client import EncoderConnection
+from embedding_server.failed_rows import embed_isolating
+from embedding_server.media.local_files import check_video_roots
 from embedding_server.pipeline import EmbeddingPipeline
 from embedding_server.schemas import ModelInfo
 from embedding_server.settings import get_settings
@@ -26,6 +28,7 @@ from runners import adapter_for, openvino_backend
 from runners.cpu_lanes import sliced_on_cpu
 
 settings = get_settings()
+check_video_roots(settings)  # a symlinked or world-writable video root stops start-up
 MODEL = find_model(settings.model_name)
 ADAPTER = adapter_for(MODEL)
 if settings.use_ov:
@@ -72,15 +75,17 @@ class Encoder:
             store_tag=str(entry.tag),
         )
 
+    # A batch merges several callers' items: an item the model fails on comes back as a NaN
+    # row instead of failing the whole batch (embedding_server/failed_rows.py).
     @bentoml.api(batchable=True, max_batch_size=settings.text_max_batch_size,
                  max_latency_ms=settings.max_latency_ms)
     def encode_text(self, texts: list[str]) -> np.ndarray:
-        return self.runner.encode_text(texts)
+        return embed_isolating(self.runner.encode_text, texts, self.runner.dimension)
 
     @bentoml.api(batchable=True, max_batch_size=settings.image_max_batch_size,
                  max_latency_ms=settings.max_latency_ms)
     def encode_images(self, pixels: np.ndarray) -> np.ndarray:
-        return self.runner.encode_images(pixels)
+        return embed_isolating(self.runner.encode_images, pixels, self.runner.dimension)
 
     @bentoml.api
     async def info(self) -> dict[str, Any]:

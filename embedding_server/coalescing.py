@@ -10,6 +10,11 @@ several entry-service workers.
 
 A request that has waited longer than ``max_wait_s`` when its batch is formed is shed with a
 503 instead of being sent; a request whose client went away is dropped before it costs work.
+
+One request must not fail the others it was merged with: when a merged call raises, its
+requests are sent again in halves, down to the requests that fail alone, which alone get the
+error. Errors about the Encoder itself (overloaded, not up, timed out: an :class:`ApiError`
+from the connection) are the same for every request and are answered to all at once.
 """
 
 from __future__ import annotations
@@ -91,10 +96,15 @@ class Coalescer(Generic[Part]):
     async def _send(self, batch: list[_Pending[Part]]) -> None:
         try:
             rows = await self._encode(self._join([pending.part for pending in batch]))
-        except Exception as error:  # every request of the batch gets the Encoder's answer
-            for pending in batch:
-                if not pending.future.done():
-                    pending.future.set_exception(error)
+        except Exception as error:
+            waiting = [pending for pending in batch if not pending.future.done()]
+            if len(waiting) > 1 and not isinstance(error, ApiError):  # may be one request's fault
+                middle = len(waiting) // 2
+                await self._send(waiting[:middle])
+                await self._send(waiting[middle:])
+                return
+            for pending in waiting:
+                pending.future.set_exception(error)
             return
         except asyncio.CancelledError:  # shutting down
             for pending in batch:

@@ -13,6 +13,7 @@ import numpy as np
 
 from embedding_server.encoding import Embedding, encode_embedding
 from embedding_server.errors import ApiError, InvalidInput
+from embedding_server.failed_rows import check_embedded
 from embedding_server.media.images import decode_base64, decode_image
 from embedding_server.media.remote import fetch_url
 from embedding_server.schemas import (
@@ -68,7 +69,10 @@ class EmbeddingPipeline:
         self._preparer = preparer
         self._settings = settings
         self._info: ModelInfo | None = None
-        self._video = VideoEmbedder(encoder.encode_images, self._image_pixels, settings)
+        self._video = VideoEmbedder(self._encode_frames, self._image_pixels, settings)
+        # Only the first min(context, cap) tokens are embedded; characters beyond what holds
+        # them are cut here, before they cost tokenising or sending (see text_chars_per_token).
+        self._text_chars = min(model.context_length, settings.text_token_cap) * settings.text_chars_per_token
 
     async def model_info(self) -> ModelInfo:
         """The Encoder's report; 503 ``Model is not initialized`` until it answers."""
@@ -86,10 +90,12 @@ class EmbeddingPipeline:
         item = request.input
         if isinstance(item, TextInput):
             flat = isinstance(item.text, str)
-            vectors = await self._encoder.encode_text(self._texts(item))
+            vectors = check_embedded(await self._encoder.encode_text(self._texts(item)),
+                                     lambda index: "text" if flat else f"text[{index}]")
         elif isinstance(item, (ImageUrlInput, ImageBase64Input)):
             flat = True
-            vectors = await self._encoder.encode_images(await self._image_pixels(item))
+            vectors = check_embedded(await self._encoder.encode_images(await self._image_pixels(item)),
+                                     lambda _: "image")
         elif isinstance(item, VIDEO_INPUTS):
             flat = False
             vectors = await self._video.embed(item, self._require_images("Video"))
@@ -112,8 +118,18 @@ class EmbeddingPipeline:
                     f"text[{index}] has {len(text)} characters, over the limit of {limits.max_text_chars}"
                 )
         if item.instruction is not None:
-            return self._with_instruction(item.instruction, texts)
-        return texts
+            texts = self._with_instruction(item.instruction, texts)
+        return self._cut(texts)
+
+    def _cut(self, texts: list[str]) -> list[str]:
+        """Each text cut to the characters that can hold the model's tokens; 422 when the
+        request still sends more than ``max_request_text_chars`` in all."""
+        cut = [text[:self._text_chars] for text in texts]
+        total = sum(len(text) for text in cut)
+        if total > self._settings.max_request_text_chars:
+            raise InvalidInput(f"the texts hold {total} characters (each cut at {self._text_chars}), over "
+                               f"the limit of {self._settings.max_request_text_chars} per request")
+        return cut
 
     def _with_instruction(self, instruction: str, texts: list[str]) -> list[str]:
         """Each text formatted with ``instruction`` by the model's template; a model trained
@@ -125,6 +141,9 @@ class EmbeddingPipeline:
             raise InvalidInput(f"instruction has {len(instruction)} characters, over the limit of "
                                f"{self._settings.max_text_chars}")
         return [template.format(instruction=instruction, text=text) for text in texts]
+
+    async def _encode_frames(self, pixels: np.ndarray) -> np.ndarray:
+        return check_embedded(await self._encoder.encode_images(pixels), lambda _: "a video frame")
 
     def _require_images(self, kind: str) -> ImagePreparer:
         if self._preparer is None or not self.model.supports_images:
@@ -141,7 +160,10 @@ class EmbeddingPipeline:
             data = await asyncio.to_thread(decode_base64, item.image_base64,
                                            max_bytes=limits.max_image_bytes)
 
+        # A JPEG far larger than the model's input decodes at a reduced scale (settings).
+        min_side = round(limits.jpeg_draft_factor * (self.model.image_size or 0)) or None
+
         def prepare() -> np.ndarray:
-            return preparer(decode_image(data, max_pixels=limits.max_image_pixels))
+            return preparer(decode_image(data, max_pixels=limits.max_image_pixels, min_side=min_side))
 
         return (await asyncio.to_thread(prepare))[np.newaxis]

@@ -4,9 +4,24 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr, field_validator
 
-NonEmptyStr = Annotated[StrictStr, Field(min_length=1)]
+
+def valid_unicode(value: str) -> str:
+    """``value`` when it is valid Unicode text. JSON can spell lone surrogates (``"\\ud800"``),
+    which no UTF-8 encoder (tokenizers, file names, URLs, response bodies) accepts; refused here
+    they are a 422, never an error deep in the pipeline."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ValueError(f"holds a lone surrogate (U+{ord(value[error.start]):04X}) at character "
+                         f"{error.start}, which is not valid Unicode text") from None
+    return value
+
+
+# Every string of a request is one of these.
+SafeStr = Annotated[StrictStr, AfterValidator(valid_unicode)]
+NonEmptyStr = Annotated[SafeStr, Field(min_length=1)]
 
 
 class _InputObject(BaseModel):
@@ -17,9 +32,9 @@ class _InputObject(BaseModel):
 
 class TextInput(_InputObject):
     type: Literal["text"]
-    text: Union[StrictStr, Annotated[list[StrictStr], Field(min_length=1)]]
+    text: Union[SafeStr, Annotated[list[SafeStr], Field(min_length=1)]]
     # Extension: a task instruction for instruction-trained models, applied to every text.
-    instruction: StrictStr | None = None
+    instruction: SafeStr | None = None
 
 
 class ImageUrlInput(_InputObject):
@@ -98,7 +113,7 @@ VIDEO_INPUTS = (VideoFramesInput, VideoUrlInput, VideoBase64Input, VideoFileInpu
 
 
 class EmbeddingRequest(BaseModel):
-    model: StrictStr
+    model: SafeStr
     input: EmbeddingInput
     encoding_format: Literal["float", "base64"]
 

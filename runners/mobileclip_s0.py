@@ -23,7 +23,7 @@ from typing import Any, Mapping
 import numpy as np
 import timm
 import torch
-from open_clip.tokenizer import SimpleTokenizer, default_bpe
+from open_clip.tokenizer import default_bpe
 from PIL import Image
 from safetensors.torch import load_file, save_model
 from timm.models.fastvit import checkpoint_filter_fn
@@ -33,6 +33,8 @@ from torchvision.transforms import CenterCrop, Compose, InterpolationMode, Resiz
 
 from models.catalogue import CatalogueModel
 from runners.base import EmbeddingRunner, WeightSource
+from runners.clip_tokenizer import BoundedSimpleTokenizer
+from runners.centre_crop_guard import guard_for_torchvision
 from runners.devices import torch_device
 from runners.mobileclip_text import MctTextEncoder, TextConfig
 from runners.torch_io import pixel_tensor, unit_pixels, unit_rows
@@ -170,15 +172,17 @@ def load_model_from_entry(directory: Path) -> MobileClipS0:
 
 class MobileClipImagePreparer:
     """Apple's inference transform (torchvision resize of the shorter side, centre crop) up to
-    its ``ToTensor``; the runner does the conversion to 0..1."""
+    its ``ToTensor``; the runner does the conversion to 0..1. Extreme aspect ratios are first
+    cut to what the centre crop keeps (:mod:`runners.centre_crop_guard`)."""
 
     def __init__(self, directory: Path) -> None:
         preprocess = read_config(directory)["preprocess"]
         size, interpolation = preprocess["image_size"], InterpolationMode(preprocess["interpolation"])
         self._transform = Compose([Resize(size, interpolation=interpolation), CenterCrop(size)])
+        self._guard = guard_for_torchvision(self._transform.transforms)
 
     def __call__(self, image: Image.Image) -> np.ndarray:
-        return np.array(self._transform(image.convert("RGB")), dtype=np.uint8)
+        return np.array(self._transform(self._guard(image).convert("RGB")), dtype=np.uint8)
 
 
 def load_image_preparer(directory: Path) -> MobileClipImagePreparer:
@@ -186,16 +190,17 @@ def load_image_preparer(directory: Path) -> MobileClipImagePreparer:
 
 
 class MobileClipTextInputs:
-    """Apple's tokenizer (open_clip's ``SimpleTokenizer`` on the entry's vocabulary):
-    ``{"tokens": ids}``, always the full context (the text encoder attends to its padding)."""
+    """Apple's tokenizer (open_clip's ``SimpleTokenizer`` on the entry's vocabulary, its cost
+    bounded: :mod:`runners.clip_tokenizer`): ``{"tokens": ids}``, always the full context (the
+    text encoder attends to its padding)."""
 
     def __init__(self, directory: Path) -> None:
-        self._tokenizer = SimpleTokenizer(
+        self.tokenizer = BoundedSimpleTokenizer(
             bpe_path=str(directory / VOCAB_FILE), context_length=read_config(directory)["text"]["context_length"]
         )
 
     def __call__(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        return {"tokens": self._tokenizer(texts)}
+        return {"tokens": self.tokenizer(texts)}
 
 
 def load_text_inputs(directory: Path) -> MobileClipTextInputs:

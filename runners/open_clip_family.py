@@ -27,6 +27,8 @@ from models.catalogue import CatalogueModel
 from runners import causal_text
 from runners import tiny_towers  # registers the tiny timm towers that tiny entries name
 from runners.base import EmbeddingRunner, WeightSource
+from runners.clip_tokenizer import bounded
+from runners.centre_crop_guard import guard_for_torchvision
 from runners.devices import torch_device
 from runners.hf_tokenizers import STAND_IN_VOCAB_SIZE, save_tokenizer
 from runners.torch_io import pixel_tensor, unit_pixels, unit_rows
@@ -157,15 +159,18 @@ def _preprocess_cfg(directory: Path) -> PreprocessCfg:
 
 class OpenClipImagePreparer:
     """open_clip's own inference transform up to (not including) tensor conversion, so the
-    pixels match open_clip's preprocessing exactly while staying compact uint8."""
+    pixels match open_clip's preprocessing exactly while staying compact uint8; extreme aspect
+    ratios are first cut to what the centre crop keeps (:mod:`runners.centre_crop_guard`)."""
 
     def __init__(self, directory: Path) -> None:
         transform = image_transform_v2(_preprocess_cfg(directory), is_train=False)
         steps = transform.transforms
         cut = next(i for i, step in enumerate(steps) if isinstance(step, MaybeToTensor))
         self._steps = steps[:cut]
+        self._guard = guard_for_torchvision(self._steps)
 
     def __call__(self, image: Image.Image) -> np.ndarray:
+        image = self._guard(image)
         for step in self._steps:
             image = step(image)
         return np.array(image.convert("RGB"), dtype=np.uint8)
@@ -178,14 +183,15 @@ def load_image_preparer(directory: Path) -> OpenClipImagePreparer:
 class ClipTextInputs:
     """The entry's tokenizer as the runner calls it: ``{"tokens": ids}``, cut after the
     batch's last end-of-text token for towers where that padding does not matter
-    (:mod:`runners.causal_text`). ``model`` only decides that (it may be weightless)."""
+    (:mod:`runners.causal_text`). ``model`` only decides that (it may be weightless).
+    The tokenizer's work and cache are bounded (:mod:`runners.clip_tokenizer`)."""
 
     def __init__(self, directory: Path, model: torch.nn.Module) -> None:
-        self._tokenizer = open_clip.get_tokenizer(_local_dir(directory))
+        self.tokenizer = bounded(open_clip.get_tokenizer(_local_dir(directory)))
         self._trim_by = model if causal_text.trimmable(model) else None
 
     def __call__(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        tokens = self._tokenizer(texts)
+        tokens = self.tokenizer(texts)
         return {"tokens": tokens if self._trim_by is None else causal_text.trim(self._trim_by, tokens)}
 
 

@@ -8,7 +8,8 @@ sentence-transformers itself defaults. Last-token models pad on the left, and th
 appends the end-of-text token that the pooling reads.
 
 Long texts are truncated, never refused, at ``EMBEDDING_TEXT_TOKEN_CAP`` tokens or the model's
-own maximum length, whichever is smaller.
+own maximum length, whichever is smaller. A batch runs as forward passes of at most
+``EMBEDDING_TEXT_TOKEN_BUDGET`` padded tokens, so many long texts cannot exhaust memory.
 """
 
 from __future__ import annotations
@@ -152,8 +153,9 @@ def load_text_inputs(directory: Path, token_cap: int | None = None) -> Tokenizer
 class TextEmbedderRunner(TransformersRunner):
     """Pooled, normalised last hidden states; text only."""
 
-    def __init__(self, directory: Path, device: str, token_cap: int | None) -> None:
+    def __init__(self, directory: Path, device: str, token_cap: int | None, token_budget: int) -> None:
         super().__init__(directory, device, AutoModel, load_text_inputs(directory, token_cap))
+        self.token_budget = token_budget
         self._pool = POOLINGS[self.entry_config["pooling"]]
         self.dimension = int(self.model.config.hidden_size)
 
@@ -170,6 +172,8 @@ class TextEmbedderRunner(TransformersRunner):
         return super().towers()
 
 
-def load_runner(directory: Path, device: str, token_cap: int | None = None) -> TextEmbedderRunner:
-    """``token_cap`` defaults to the ``EMBEDDING_TEXT_TOKEN_CAP`` setting."""
-    return TextEmbedderRunner(directory, device, token_cap)
+def load_runner(directory: Path, device: str, token_cap: int | None = None,
+                token_budget: int | None = None) -> TextEmbedderRunner:
+    """``token_cap`` and ``token_budget`` default to the ``EMBEDDING_TEXT_TOKEN_CAP`` and
+    ``EMBEDDING_TEXT_TOKEN_BUDGET`` settings."""
+    return TextEmbedderRunner(directory, device, token_cap, token_budget or get_settings().text_token_budget)

@@ -32,7 +32,9 @@ from transformers.image_processing_utils import BaseImageProcessor
 
 from models.catalogue import CatalogueModel
 from runners.base import EmbeddingRunner, WeightSource
+from runners.centre_crop_guard import guard_for_processor
 from runners.devices import torch_device
+from runners.token_budget import budget_groups
 from runners.torch_io import pixel_tensor, unit_rows
 from runners.towers import Tower, Towers
 from runners.upstream_configs import upstream_config
@@ -142,13 +144,15 @@ def read_entry_config(directory: Path) -> dict[str, Any]:
 
 class ProcessorImagePreparer:
     """The entry's image processor up to (not including) rescaling and normalisation: its
-    resized and cropped pixels, uint8 ``(H, W, 3)``."""
+    resized and cropped pixels, uint8 ``(H, W, 3)``. Extreme aspect ratios are first cut to
+    what a centre crop keeps (:mod:`runners.centre_crop_guard`)."""
 
     def __init__(self, directory: Path) -> None:
         self._processor = AutoImageProcessor.from_pretrained(directory, local_files_only=True)
+        self._guard = guard_for_processor(self._processor)
 
     def __call__(self, image: Image.Image) -> np.ndarray:
-        pixels = self._processor(image, do_rescale=False, do_normalize=False, return_tensors="np")
+        pixels = self._processor(self._guard(image), do_rescale=False, do_normalize=False, return_tensors="np")
         return np.ascontiguousarray(np.asarray(pixels["pixel_values"][0], dtype=np.uint8).transpose(1, 2, 0))
 
 
@@ -179,15 +183,23 @@ class PixelNormaliser:
 
 class TokenizerInputs:
     """The entry's tokenizer as the runners call it: padded to the batch's longest text,
-    truncated at :attr:`max_length` tokens."""
+    truncated at :attr:`max_length` tokens. :meth:`encode` and :meth:`pad` are the two halves
+    of a call, for runners that pad parts of a batch separately."""
 
     def __init__(self, directory: Path, max_length: int) -> None:
         self.tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
         self.max_length = max_length
 
     def __call__(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        return dict(self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
-                                   return_tensors="pt"))
+        return self.pad(self.encode(texts))
+
+    def encode(self, texts: list[str]) -> dict[str, list[list[int]]]:
+        """Unpadded token ids (and the tokenizer's other inputs) of ``texts``, truncated."""
+        return dict(self.tokenizer(texts, truncation=True, max_length=self.max_length))
+
+    def pad(self, encoded: Mapping[str, list[list[int]]]) -> dict[str, torch.Tensor]:
+        """Tensors of encoded texts padded to their longest, on the tokenizer's padding side."""
+        return dict(self.tokenizer.pad(dict(encoded), return_tensors="pt"))
 
 
 def load_text_inputs(directory: Path) -> TokenizerInputs:
@@ -199,8 +211,11 @@ class TransformersRunner(EmbeddingRunner):
     """Loads an entry's model and tokenizer; subclasses say how features come out of them.
 
     Weights run in float32 whatever dtype the entry stores them in. ``text_inputs`` defaults
-    to :func:`load_text_inputs`.
+    to :func:`load_text_inputs`. With a ``token_budget``, a text batch runs as consecutive
+    forward passes of at most that many padded tokens (:mod:`runners.token_budget`).
     """
+
+    token_budget: int | None = None
 
     def __init__(self, directory: Path, device: str, model_class: type[PreTrainedModel],
                  text_inputs: TokenizerInputs | None = None) -> None:
@@ -218,7 +233,10 @@ class TransformersRunner(EmbeddingRunner):
 
     def tokens(self, texts: list[str]) -> dict[str, torch.Tensor]:
         """:attr:`text_inputs` on the model's device."""
-        return {name: tensor.to(self._device) for name, tensor in self.text_inputs(texts).items()}
+        return self._on_device(self.text_inputs(texts))
+
+    def _on_device(self, tokens: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {name: tensor.to(self._device) for name, tensor in tokens.items()}
 
     @abstractmethod
     def text_features(self, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -229,7 +247,15 @@ class TransformersRunner(EmbeddingRunner):
 
     @torch.inference_mode()
     def encode_text(self, texts: list[str]) -> np.ndarray:
-        return unit_rows(self.text_features(self.tokens(texts)))
+        if self.token_budget is None:
+            return unit_rows(self.text_features(self.tokens(texts)))
+        encoded = self.text_inputs.encode(texts)
+        groups = budget_groups([len(ids) for ids in encoded["input_ids"]], self.token_budget)
+        return np.concatenate([self._encode_group(encoded, group) for group in groups])
+
+    def _encode_group(self, encoded: Mapping[str, list[list[int]]], group: range) -> np.ndarray:
+        part = {name: values[group.start:group.stop] for name, values in encoded.items()}
+        return unit_rows(self.text_features(self._on_device(self.text_inputs.pad(part))))
 
     @torch.inference_mode()
     def encode_images(self, pixels: np.ndarray) -> np.ndarray:
