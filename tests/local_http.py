@@ -1,4 +1,4 @@
-"""A throwaway HTTP server on 127.0.0.1 that serves fixed responses, for URL inputs."""
+"""Throwaway HTTP servers on 127.0.0.1 for URL inputs: fixed responses, or any handler."""
 
 from __future__ import annotations
 
@@ -26,7 +26,14 @@ def serve_routes(routes: dict[str, Route]) -> Iterator[str]:
         def log_message(self, *args: object) -> None:
             """Quiet."""
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    with serve_handler(Handler) as url:
+        yield url
+
+
+@contextmanager
+def serve_handler(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """Serve requests with ``handler`` in threads; yields the base URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
