@@ -24,9 +24,11 @@ from typing import Mapping, Sequence
 from cachetools import LRUCache
 from open_clip.tokenizer import SimpleTokenizer
 
-# Byte symbols: far beyond the longest words of real text (the entry service already cuts a
-# text to 77 x 32 characters); merging a random word of this length takes about 20 ms.
-MAX_WORD_SYMBOLS = 4096
+# Byte symbols: beyond the longest words of real text (a word here is a run of letters; 512
+# bytes are 170 CJK characters without punctuation). Merging a random word of this length
+# # takes about 1 ms and yields more tokens than the context holds, so a word the entry service
+# cut to 77 x 32 characters costs one such piece instead of a merge of all 2,464.
+MAX_WORD_SYMBOLS = 512
 CACHE_SIZE = 10_000  # words; the Hugging Face tokenizers' own BPE cache holds as many
 
 Pair = tuple[str, str]
