@@ -10,14 +10,16 @@ import importlib
 import os
 import shutil
 import tempfile
+from contextlib import ExitStack
 from pathlib import Path
 from types import ModuleType
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 from starlette.testclient import TestClient
 
-TEST_MODEL_ID = "CLIP/clip-vit-b-32"
+from helpers import TEST_MODEL_ID, pipeline_overridden
+
 SESSION_HOME = Path(tempfile.mkdtemp(prefix="embedding-tests-home-"))
 
 for name in [name for name in os.environ if name.startswith("EMBEDDING_")]:
@@ -69,6 +71,21 @@ def reference_clip(tiny_entry: Path) -> tuple:
 
     model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{tiny_entry}")
     return model.eval(), preprocess, open_clip.get_tokenizer(f"local-dir:{tiny_entry}")
+
+
+@pytest.fixture
+def use_pipeline() -> Iterator[Callable[[Any], None]]:
+    """``use_pipeline(pipeline)``, or ``use_pipeline(dependency)`` for a FastAPI dependency that
+    returns one: the public app serves that pipeline until this test ends, then what it served
+    before. Every test that points the app elsewhere goes through here, so none can leave it
+    pointed for the next test, whatever the order."""
+    with ExitStack() as stack:
+        def use(pipeline_or_dependency: Any) -> None:
+            dependency = (pipeline_or_dependency if callable(pipeline_or_dependency)
+                          else lambda: pipeline_or_dependency)
+            stack.enter_context(pipeline_overridden(dependency))
+
+        yield use
 
 
 @pytest.fixture

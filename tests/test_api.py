@@ -11,10 +11,11 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from helpers import TEST_MODEL_ID as MODEL
+from helpers import embed
 from local_http import serve_routes
 from samples import b64, encoded, random_image, reference_images, reference_text, unit_cosines
 
-MODEL = "CLIP/clip-vit-b-32"
 SPEC_FAMILIES = {
     "MobileCLIP": ["mobileclip_s0", "mobileclip_s1", "mobileclip_s2", "mobileclip_b", "mobileclip_blt"],
     "CLIP": ["clip-vit-b-32", "clip-vit-b-16", "clip-vit-l-14", "clip-vit-h-14"],
@@ -23,10 +24,6 @@ SPEC_FAMILIES = {
     "Blip2": ["blip2_transformers"],
     "QwenText": ["qwen3-embedding-0.6b", "qwen3-embedding-4b", "qwen3-embedding-8b"],
 }
-
-
-def embed(client: TestClient, item: dict, encoding_format: str = "float", model: str = MODEL):
-    return client.post("/embeddings", json={"model": model, "input": item, "encoding_format": encoding_format})
 
 
 def test_health(api_client):
@@ -224,19 +221,15 @@ class _UnreachableEncoder:
 
 
 @pytest.fixture
-def client_without_model(service_module):
-    from embedding_server.api import app, current_pipeline
+def client_without_model(service_module, use_pipeline):
+    from embedding_server.api import app
     from embedding_server.encoder_client import EncoderConnection
     from embedding_server.pipeline import EmbeddingPipeline
 
-    pipeline = EmbeddingPipeline(service_module.MODEL, EncoderConnection(_UnreachableEncoder()), None,
-                                 service_module.settings)
-    app.dependency_overrides[current_pipeline] = lambda: pipeline
-    try:
-        with TestClient(app) as client:
-            yield client
-    finally:
-        app.dependency_overrides.clear()
+    use_pipeline(EmbeddingPipeline(service_module.MODEL, EncoderConnection(_UnreachableEncoder()), None,
+                                   service_module.settings))
+    with TestClient(app) as client:
+        yield client
 
 
 def test_model_not_ready(client_without_model):

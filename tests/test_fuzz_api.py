@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis.generation import GenerationMode
 
-from conftest import TEST_MODEL_ID
+from helpers import TEST_MODEL_ID
 
 EMBEDDINGS_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "2500"))
 STATUS_EXAMPLES = 25

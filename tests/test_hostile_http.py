@@ -24,10 +24,10 @@ from embedding_server.concurrency_limit import ConcurrencyLimitMiddleware
 from embedding_server.errors import ApiError
 from embedding_server.media.remote import fetch_url
 from embedding_server.settings import Settings
+from helpers import TEST_MODEL_ID as MODEL
 from serving import served
 from video_samples import index_video
 
-MODEL = "CLIP/clip-vit-b-32"
 JSON = {"content-type": "application/json"}
 BODY_TIMEOUT_S = 8
 

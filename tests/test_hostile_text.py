@@ -28,7 +28,7 @@ from models.catalogue import find_model
 from runners import clip_tokenizer, mobileclip_s0, open_clip_family, text_embedder
 from runners.clip_tokenizer import BoundedSimpleTokenizer
 from runners.token_budget import budget_groups
-from tests.conftest import TEST_MODEL_ID
+from helpers import TEST_MODEL_ID
 
 def random_word(seed: int, chars: int = 100_000) -> str:
     return "".join(random.Random(seed).choices(string.ascii_lowercase, k=chars))

@@ -367,11 +367,10 @@ def test_video_downloads_are_written_off_the_event_loop(place, monkeypatch):
 # --- through the HTTP API: status and body --------------------------------------------------
 
 @pytest.fixture
-def api(api_client, service_module, place):
+def api(api_client, service_module, place, use_pipeline):
     import bentoml
     from fastapi import Depends
 
-    from embedding_server.api import app, current_pipeline
     from embedding_server.encoder_client import EncoderConnection
     from embedding_server.pipeline import EmbeddingPipeline
 
@@ -381,9 +380,8 @@ def api(api_client, service_module, place):
     def pipeline(service=Depends(bentoml.get_current_service)) -> EmbeddingPipeline:
         return EmbeddingPipeline(service_module.MODEL, EncoderConnection(service.encoder), preparer, settings)
 
-    app.dependency_overrides[current_pipeline] = pipeline
-    yield api_client
-    app.dependency_overrides.pop(current_pipeline, None)
+    use_pipeline(pipeline)
+    return api_client
 
 
 def test_hostile_inputs_through_the_api_are_4xx_json(api, place):

@@ -14,11 +14,12 @@ from typing import Iterator
 import httpx
 import pytest
 
+from helpers import TEST_MODEL_ID as MODEL
+from helpers import embedding_body
 from samples import b64, encoded, random_image
 from serving import served, tree_rss_bytes
 
 pytestmark = pytest.mark.e2e
-MODEL = "CLIP/clip-vit-b-32"
 DESIGNED = {200, 429, 503}  # success, concurrency limit, load shedding
 MAX_CONCURRENCY = 150  # below the burst's 200 clients, so the limit is exercised
 HEALTH_LIMIT_S = 5.0
@@ -42,7 +43,7 @@ def request_bodies() -> list[dict]:
     items = [{"type": "text", "text": "a photo of a cat"},
              {"type": "text", "text": ["a dog", "a diagram of a bridge", "two birds"]},
              {"type": "image_base64", "image_base64": image}]
-    return [{"model": MODEL, "input": item, "encoding_format": "float"} for item in items]
+    return [embedding_body(item) for item in items]
 
 
 async def send(url: str, clients: int, requests: int) -> list[int | str]:

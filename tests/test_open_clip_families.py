@@ -8,7 +8,6 @@ with open_clip's own preprocessing and tokenizer.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 from dataclasses import dataclass
@@ -26,9 +25,7 @@ from open_clip.tokenizer import HFTokenizer, SimpleTokenizer
 from safetensors.torch import load_file
 from transformers import GemmaTokenizer
 
-from embedding_server.pipeline import EmbeddingPipeline
-from embedding_server.schemas import EmbeddingRequest, ModelInfo
-from embedding_server.settings import get_settings
+from helpers import in_process_pipeline, pipeline_embed
 from models.__main__ import main as models_cli
 from models.catalogue import CatalogueModel, find_model
 from models.store import import_model
@@ -186,39 +183,15 @@ def test_stand_in_tokenizer_falls_back_to_bytes_like_gemma(siglip_tokenizer: HFT
     assert gemma.decode(ids) == "猫"
 
 
-class InProcessEncoder:
-    """The Encoder service's calls, answered in-process by the same runner, unbatched."""
-
-    def __init__(self, served: Served) -> None:
-        self._served = served
-
-    async def encode_text(self, texts: list[str]) -> np.ndarray:
-        return await asyncio.to_thread(self._served.runner.encode_text, texts)
-
-    async def encode_images(self, pixels: np.ndarray) -> np.ndarray:
-        return await asyncio.to_thread(self._served.runner.encode_images, pixels)
-
-    async def info(self) -> ModelInfo:
-        model = self._served.model
-        return ModelInfo(id=model.id, dimension=self._served.runner.dimension,
-                         modalities=list(model.modalities), image_size=model.image_size,
-                         context_length=model.context_length, device="CPU", backend="pytorch",
-                         weights="random", variant="tiny", store_tag=str(self._served.entry.tag))
-
-
-def embed(pipeline: EmbeddingPipeline, item: dict[str, Any]) -> np.ndarray:
-    request = EmbeddingRequest(model=pipeline.model.id, input=item, encoding_format="float")
-    return np.asarray(asyncio.run(pipeline.embed(request)))
-
-
 def test_embeddings_api_pipeline_equals_open_clip(served: Served) -> None:
-    pipeline = EmbeddingPipeline(served.model, InProcessEncoder(served), served.preparer, get_settings())
+    pipeline = in_process_pipeline(served.model, served.runner, served.preparer,
+                                   store_tag=str(served.entry.tag))
     texts = ["a photo of a cat", "a diagram"]
-    vectors = embed(pipeline, {"type": "text", "text": texts})
+    vectors = pipeline_embed(pipeline, {"type": "text", "text": texts})
     assert vectors.shape == (2, served.model.dimension)
     assert (unit_cosines(vectors, reference_text(served.reference, texts)) > 0.9999).all()
     image = random_image(300, 200, seed=4)
-    vector = embed(pipeline, {"type": "image_base64", "image_base64": b64(encoded(image))})
+    vector = pipeline_embed(pipeline, {"type": "image_base64", "image_base64": b64(encoded(image))})
     assert vector.shape == (served.model.dimension,)
     assert unit_cosines(vector, reference_images(served.reference, [image]))[0] > 0.9999
 

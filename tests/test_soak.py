@@ -35,13 +35,14 @@ import psutil
 import pytest
 from PIL import Image
 
+from helpers import TEST_MODEL_ID as MODEL
+from helpers import embedding_body
 from local_http import serve_handler
 from samples import b64, encoded, random_image
 from serving import served, tree_rss_bytes
 from video_samples import index_video, write_video
 
 pytestmark = pytest.mark.e2e
-MODEL = "CLIP/clip-vit-b-32"
 ORDINARY_REQUESTS = 100  # per ordinary client and phase
 LATENCY_FACTOR = 2.0
 MEMORY_GROWTH_LIMIT = 0.10
@@ -53,13 +54,9 @@ EXTRA_OFFSETS = (0, 9)  # two hostile (or extra ordinary) clients, starting at d
 UNDESIGNED = 500
 
 
-def _text_body(text: str) -> dict:
-    return {"model": MODEL, "input": {"type": "text", "text": text}, "encoding_format": "float"}
-
-
 def _item(item: dict, model: str = MODEL) -> bytes:
     """A request body; ``json.dumps`` escapes lone surrogates, so they arrive as sent."""
-    return json.dumps({"model": model, "input": item, "encoding_format": "float"}).encode()
+    return json.dumps(embedding_body(item, model)).encode()
 
 
 def _random_word(length: int) -> str:
@@ -215,9 +212,8 @@ def _stall_uploads(url: str, count: int) -> list[socket.socket]:
     return stalled
 
 
-TEXT = _text_body("a photo of a cat")
-IMAGE = {"model": MODEL, "encoding_format": "float",
-         "input": {"type": "image_base64", "image_base64": b64(encoded(random_image(320, 240, seed=4)))}}
+TEXT = embedding_body({"type": "text", "text": "a photo of a cat"})
+IMAGE = embedding_body({"type": "image_base64", "image_base64": b64(encoded(random_image(320, 240, seed=4)))})
 ORDINARY_BODIES = [("text", json.dumps(TEXT).encode()), ("image", json.dumps(IMAGE).encode())]
 
 

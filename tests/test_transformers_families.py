@@ -25,6 +25,7 @@ from transformers import (
     Qwen3Model,
 )
 
+from helpers import embed, embedding_body, in_process_pipeline, vectors_of
 from models.catalogue import QWEN3_INSTRUCTION, TEXT_ONLY, CatalogueModel, find_model
 from models.store import import_model
 from runners import adapter_for, text_embedder
@@ -238,10 +239,6 @@ QUERIES = ["what is a kitten", "猫"]
 BY_HAND = [f"Instruct: {INSTRUCTION}\nQuery:{text}" for text in QUERIES]
 
 
-def embedding_request(item: dict, model: str = TEXT_ONLY_MODEL) -> dict:
-    return {"model": model, "input": item, "encoding_format": "float"}
-
-
 def media_items() -> list[tuple[str, dict]]:
     """Every image and video input type, each with the modality it is refused as."""
     image = b64(encoded(random_image(seed=3)))
@@ -254,57 +251,28 @@ def media_items() -> list[tuple[str, dict]]:
             ("Video", {"type": "video_frames", "video_frames": [{"type": "image_base64", "image_base64": image}]})]
 
 
-class InProcessEncoder:
-    """The Encoder service's calls, answered by a runner in this process."""
-
-    def __init__(self, runner, info) -> None:
-        self._runner, self._info = runner, info
-
-    async def encode_text(self, texts: list[str]) -> np.ndarray:
-        return self._runner.encode_text(texts)
-
-    async def encode_images(self, pixels: np.ndarray) -> np.ndarray:
-        return self._runner.encode_images(pixels)
-
-    async def info(self):
-        return self._info
-
-
 @pytest.fixture
-def text_only_client(entries):
+def text_only_client(entries, use_pipeline):
     """The public app serving the tiny Qwen entry through the real pipeline (no preparer, as
     service.py builds it for a text-only model)."""
-    from embedding_server.api import app, current_pipeline
-    from embedding_server.pipeline import EmbeddingPipeline
-    from embedding_server.schemas import ModelInfo
-    from embedding_server.settings import get_settings
+    from embedding_server.api import app
 
     model = find_model(TEXT_ONLY_MODEL)
-    runner = text_embedder.load_runner(entries[model.name], "CPU")
-    info = ModelInfo(id=model.id, dimension=runner.dimension, modalities=list(model.modalities),
-                     image_size=model.image_size, context_length=model.context_length, device="CPU",
-                     backend="pytorch", weights="random", variant="tiny", store_tag="test")
-    pipeline = EmbeddingPipeline(model, InProcessEncoder(runner, info), None, get_settings())
-    app.dependency_overrides[current_pipeline] = lambda: pipeline
-    try:
-        with TestClient(app) as client:
-            yield client
-    finally:
-        app.dependency_overrides.pop(current_pipeline)
+    use_pipeline(in_process_pipeline(model, text_embedder.load_runner(entries[model.name], "CPU"), None))
+    with TestClient(app) as client:
+        yield client
 
 
 def test_text_only_model_refuses_images_and_videos(text_only_client):
     for kind, item in media_items():
-        response = text_only_client.post("/embeddings", json=embedding_request(item))
+        response = text_only_client.post("/embeddings", json=embedding_body(item, TEXT_ONLY_MODEL))
         assert (response.status_code, response.json()) == (
             400, {"detail": f"{kind} inputs are not supported by the active model"}), item["type"]
 
 
 def test_instruction_formats_the_query_as_qwen3_embedding_expects(text_only_client, entries):
     def vectors(item: dict) -> np.ndarray:
-        response = text_only_client.post("/embeddings", json=embedding_request(item))
-        assert response.status_code == 200, response.text
-        return np.array(response.json()["embedding"], dtype=np.float32)
+        return vectors_of(embed(text_only_client, item, model=TEXT_ONLY_MODEL))
 
     instructed = vectors({"type": "text", "text": QUERIES, "instruction": INSTRUCTION})
     assert QWEN3_INSTRUCTION.format(instruction=INSTRUCTION, text=QUERIES[0]) == BY_HAND[0]
@@ -331,8 +299,9 @@ print("ANSWERS " + json.dumps(answers))
 @pytest.mark.e2e
 def test_text_only_service_says_so_in_its_capabilities(entries):
     requests = [("GET", "/model/capabilities", None), ("GET", "/model/current", None),
-                *(("POST", "/embeddings", embedding_request(item)) for _, item in media_items()[::2]),
-                ("POST", "/embeddings", embedding_request({"type": "text", "text": "a", "instruction": "b"}))]
+                *(("POST", "/embeddings", embedding_body(item, TEXT_ONLY_MODEL)) for _, item in media_items()[::2]),
+                ("POST", "/embeddings",
+                 embedding_body({"type": "text", "text": "a", "instruction": "b"}, TEXT_ONLY_MODEL))]
     done = subprocess.run([sys.executable, "-c", _PROBE], input=json.dumps(requests), cwd=REPO,
                           env={**os.environ, "EMBEDDING_MODEL_NAME": TEXT_ONLY_MODEL},
                           capture_output=True, text=True, timeout=300)

@@ -23,24 +23,15 @@ import pytest
 from fastapi import Depends
 from PIL import Image
 
+from helpers import embed, pipeline_overridden, vectors_of
 from local_http import serve_routes
 from samples import b64, encoded, unit_cosines
 from video_samples import audio_only, index_frame, index_video
 
-MODEL = "CLIP/clip-vit-b-32"
 FRAMES, FPS = 100, 10
 CAP = 120
 BATCH = 8
 MAX_VIDEO_BYTES = 64 * 1024
-
-
-def embed(client, item: dict, encoding_format: str = "float", model: str = MODEL):
-    return client.post("/embeddings", json={"model": model, "input": item, "encoding_format": encoding_format})
-
-
-def vectors_of(response) -> np.ndarray:
-    assert response.status_code == 200, response.text
-    return np.array(response.json()["embedding"], dtype=np.float32)
 
 
 def png_b64(frame: np.ndarray) -> str:
@@ -78,9 +69,8 @@ def preparer(service_module):
     return service_module.ADAPTER.load_image_preparer(Path(service_module.ENTRY.path))
 
 
-def install_pipeline(service_module, model, preparer, settings) -> None:
-    """Route the API to a pipeline with these settings, on the session service's own Encoder."""
-    from embedding_server.api import app, current_pipeline
+def pipeline_on_the_service_encoder(model, preparer, settings):
+    """A dependency giving a pipeline with these settings on the session service's own Encoder."""
     from embedding_server.encoder_client import EncoderConnection
     from embedding_server.pipeline import EmbeddingPipeline
 
@@ -92,16 +82,18 @@ def install_pipeline(service_module, model, preparer, settings) -> None:
                                                   settings)
         return built["pipeline"]
 
-    app.dependency_overrides[current_pipeline] = pipeline
+    return pipeline
 
 
 @pytest.fixture(scope="module")
-def client(api_client, service_module, preparer, settings):
-    from embedding_server.api import app, current_pipeline
+def video_pipeline(service_module, preparer, settings):
+    return pipeline_on_the_service_encoder(service_module.MODEL, preparer, settings)
 
-    install_pipeline(service_module, service_module.MODEL, preparer, settings)
-    yield api_client
-    app.dependency_overrides.pop(current_pipeline, None)
+
+@pytest.fixture
+def client(api_client, video_pipeline, use_pipeline):
+    use_pipeline(video_pipeline)
+    return api_client
 
 
 @pytest.fixture(scope="module")
@@ -111,10 +103,11 @@ def decoded(place) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def reference(client, decoded) -> np.ndarray:
+def reference(api_client, video_pipeline, decoded) -> np.ndarray:
     """The image path's vector of every frame (one video_frames request of image_base64)."""
     frames = [{"type": "image_base64", "image_base64": png_b64(frame)} for frame in decoded]
-    vectors = vectors_of(embed(client, {"type": "video_frames", "video_frames": frames}))
+    with pipeline_overridden(video_pipeline):
+        vectors = vectors_of(embed(api_client, {"type": "video_frames", "video_frames": frames}))
     assert vectors.shape == (FRAMES, 512)
     similarity = vectors @ vectors.T
     np.fill_diagonal(similarity, -1)
@@ -485,20 +478,17 @@ def test_manifest_over_the_cap_is_422(client, frame_files):
 
 # --- models without images, streaming, cancellation -----------------------------------------
 
-def test_text_only_model_refuses_video_inputs(client, service_module, settings, preparer):
+def test_text_only_model_refuses_video_inputs(api_client, settings, use_pipeline):
     from models.catalogue import find_model
 
     text_model = find_model("QwenText/qwen3-embedding-0.6b")
-    install_pipeline(service_module, text_model, None, settings)
-    try:
-        for item in ({"type": "video_file", "video_path": "clip.mp4"},
-                     {"type": "frames_batch", "frames_manifest_path": "m.json"},
-                     {"type": "video_frames", "video_frames": [{"type": "image_base64", "image_base64": "AAAA"}]}):
-            response = embed(client, item, model=text_model.id)
-            assert (response.status_code, response.json()) == (
-                400, {"detail": "Video inputs are not supported by the active model"})
-    finally:
-        install_pipeline(service_module, service_module.MODEL, preparer, settings)
+    use_pipeline(pipeline_on_the_service_encoder(text_model, None, settings))
+    for item in ({"type": "video_file", "video_path": "clip.mp4"},
+                 {"type": "frames_batch", "frames_manifest_path": "m.json"},
+                 {"type": "video_frames", "video_frames": [{"type": "image_base64", "image_base64": "AAAA"}]}):
+        response = embed(api_client, item, model=text_model.id)
+        assert (response.status_code, response.json()) == (
+            400, {"detail": "Video inputs are not supported by the active model"})
 
 
 @pytest.fixture(scope="module")

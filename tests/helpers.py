@@ -1,0 +1,89 @@
+"""Helpers the test modules share: model ids, embedding calls, an in-process Encoder, and
+pointing the public app at a pipeline of a test's own."""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+TEST_MODEL_ID = "CLIP/clip-vit-b-32"  # the tiny random-weight entry of the session's store
+
+
+def embedding_body(item: dict, model: str = TEST_MODEL_ID, encoding_format: str = "float") -> dict:
+    """A ``POST /embeddings`` body for one input item."""
+    return {"model": model, "input": item, "encoding_format": encoding_format}
+
+
+def embed(client: Any, item: dict, encoding_format: str = "float", model: str = TEST_MODEL_ID) -> Any:
+    """``POST /embeddings`` through ``client`` (a Starlette ``TestClient`` or an ``httpx``
+    client with a base URL)."""
+    return client.post("/embeddings", json=embedding_body(item, model, encoding_format))
+
+
+def vectors_of(response: Any) -> np.ndarray:
+    """The float vectors of a 200 response (asserted), as an array."""
+    assert response.status_code == 200, response.text
+    return np.array(response.json()["embedding"], dtype=np.float32)
+
+
+def model_info(model: Any, dimension: int, store_tag: str = "test") -> Any:
+    """The ``ModelInfo`` an Encoder would report for a tiny random-weight ``model`` on CPU."""
+    from embedding_server.schemas import ModelInfo
+
+    return ModelInfo(id=model.id, dimension=dimension, modalities=list(model.modalities),
+                     image_size=model.image_size, context_length=model.context_length, device="CPU",
+                     backend="pytorch", weights="random", variant="tiny", store_tag=store_tag)
+
+
+class InProcessEncoder:
+    """The Encoder service's calls, answered in worker threads by ``runner``, unbatched."""
+
+    def __init__(self, runner: Any, info: Any) -> None:
+        self._runner, self._info = runner, info
+
+    async def encode_text(self, texts: list[str]) -> np.ndarray:
+        return await asyncio.to_thread(self._runner.encode_text, texts)
+
+    async def encode_images(self, pixels: np.ndarray) -> np.ndarray:
+        return await asyncio.to_thread(self._runner.encode_images, pixels)
+
+    async def info(self) -> Any:
+        return self._info
+
+
+def in_process_pipeline(model: Any, runner: Any, preparer: Any, settings: Any = None,
+                        store_tag: str = "test") -> Any:
+    """The real ``EmbeddingPipeline`` of ``model`` over an :class:`InProcessEncoder`."""
+    from embedding_server.pipeline import EmbeddingPipeline
+    from embedding_server.settings import get_settings
+
+    encoder = InProcessEncoder(runner, model_info(model, runner.dimension, store_tag))
+    return EmbeddingPipeline(model, encoder, preparer, settings or get_settings())
+
+
+def pipeline_embed(pipeline: Any, item: dict[str, Any]) -> np.ndarray:
+    """``pipeline.embed`` of one item, outside any server."""
+    from embedding_server.schemas import EmbeddingRequest
+
+    request = EmbeddingRequest(model=pipeline.model.id, input=item, encoding_format="float")
+    return np.asarray(asyncio.run(pipeline.embed(request)))
+
+
+@contextmanager
+def pipeline_overridden(dependency: Callable[..., Any]) -> Iterator[None]:
+    """The public app takes its pipeline from ``dependency`` (a FastAPI dependency) inside the
+    block, and whatever it took before afterwards. Use the ``use_pipeline`` fixture in tests."""
+    from embedding_server.api import app, current_pipeline
+
+    before = app.dependency_overrides.get(current_pipeline)
+    app.dependency_overrides[current_pipeline] = dependency
+    try:
+        yield
+    finally:
+        if before is None:
+            app.dependency_overrides.pop(current_pipeline, None)
+        else:
+            app.dependency_overrides[current_pipeline] = before
