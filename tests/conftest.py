@@ -10,7 +10,7 @@ import importlib
 import os
 import shutil
 import tempfile
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable, Iterator
@@ -88,14 +88,42 @@ def use_pipeline() -> Iterator[Callable[[Any], None]]:
         yield use
 
 
+@contextmanager
+def model_store_at(store_dir: Path) -> Iterator[Path]:
+    """BentoML's model store is ``store_dir`` (created if missing) inside the block."""
+    from bentoml._internal.configuration.containers import BentoMLContainer
+    from bentoml._internal.models.model import ModelStore
+
+    store_dir.mkdir(parents=True, exist_ok=True)
+    with BentoMLContainer.model_store.patch(ModelStore(str(store_dir))):
+        yield store_dir
+
+
 @pytest.fixture
 def isolated_model_store(tmp_path: Path) -> Iterator[Path]:
     """A private, empty model store for tests that import entries, so they never change which
     entry is ``latest`` in the session store that the served model resolves."""
-    from bentoml._internal.configuration.containers import BentoMLContainer
-    from bentoml._internal.models.model import ModelStore
-
-    store_dir = tmp_path / "model-store"
-    store_dir.mkdir()
-    with BentoMLContainer.model_store.patch(ModelStore(str(store_dir))):
+    with model_store_at(tmp_path / "model-store") as store_dir:
         yield store_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_import() -> Callable[[str], Path]:
+    """``tiny_import(model_id)``: the directory of a tiny random-weight entry of that model,
+    imported once per session into a BentoML home of its own (``entry.parents[2]``, usable
+    as ``BENTOML_HOME`` by a served subprocess), never into the session store."""
+    from models.catalogue import find_model
+    from models.store import import_model
+    from runners.base import WeightSource
+
+    imported: dict[str, Path] = {}
+
+    def tiny(model_id: str) -> Path:
+        if model_id not in imported:
+            home = SESSION_HOME / "tiny-homes" / model_id.replace("/", "--")
+            with model_store_at(home / "models"):
+                entry = import_model(find_model(model_id), WeightSource("random", tiny=True))
+            imported[model_id] = Path(entry.path)
+        return imported[model_id]
+
+    return tiny
