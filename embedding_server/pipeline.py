@@ -59,6 +59,12 @@ def unsupported_instruction(model: CatalogueModel) -> ApiError:
                          f"the active model {model.id} embeds texts as given")
 
 
+def _retrieve_outcome(call: asyncio.Future) -> None:
+    """Marks a shared call's error as seen even when every caller went away before it ended."""
+    if not call.cancelled():
+        call.exception()
+
+
 class EmbeddingPipeline:
     """Serves ``POST /embeddings`` and the model-status routes for one loaded model."""
 
@@ -69,15 +75,23 @@ class EmbeddingPipeline:
         self._preparer = preparer
         self._settings = settings
         self._info: ModelInfo | None = None
+        self._info_call: asyncio.Task[ModelInfo] | None = None
         self._video = VideoEmbedder(self._encode_frames, self._image_pixels, settings)
         # Only the first min(context, cap) tokens are embedded; characters beyond what holds
         # them are cut here, before they cost tokenising or sending (see text_chars_per_token).
         self._text_chars = min(model.context_length, settings.text_token_cap) * settings.text_chars_per_token
 
     async def model_info(self) -> ModelInfo:
-        """The Encoder's report; 503 ``Model is not initialized`` until it answers."""
+        """The Encoder's report; 503 ``Model is not initialized`` until it answers.
+
+        Until the first answer, concurrent requests share one call: a burst at start-up would
+        otherwise open a connection to the Encoder per request. The call is shielded, so a
+        client that goes away does not cancel it for the others."""
         if self._info is None:
-            self._info = await self._encoder.info()
+            if self._info_call is None or self._info_call.done():
+                self._info_call = asyncio.ensure_future(self._encoder.info())
+                self._info_call.add_done_callback(_retrieve_outcome)
+            self._info = await asyncio.shield(self._info_call)
         return self._info
 
     async def check_health(self) -> None:
