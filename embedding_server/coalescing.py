@@ -5,8 +5,13 @@ several milliseconds of CPU in all, which on a small machine competes with the f
 itself (measured in bench/RESULTS.md, "Throughput tuning"). A :class:`Coalescer` keeps
 at most one call of its kind in flight: the first request goes out at once (no added latency
 when traffic is light), and requests arriving meanwhile wait and leave together, as one
-batch, when that call returns. The Encoder's adaptive batching still merges the calls of
-several entry-service workers.
+batch, when that call returns. This is where the server's requests are batched: the Encoder's
+adaptive batcher sees one call at a time from each entry worker, so it merges nothing with
+one worker and little with several (README, "Architecture").
+
+Each call's item count is observed by ``observe_items``; in the served entry service that is
+the ``embedding_coalesced_items`` histogram (embedding_server/metrics.py), the place where
+merging shows on ``/metrics``.
 
 A request that has waited longer than ``max_wait_s`` when its batch is formed is shed with a
 503 instead of being sent; a request whose client went away is dropped before it costs work.
@@ -26,8 +31,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Awaitable, Callable, Generic, Sequence, TypeVar
 
 import numpy as np
+from prometheus_client import Histogram
 
 from embedding_server.errors import ENCODER_OVERLOADED, ApiError
+from embedding_server.metrics import COALESCED_ITEMS
 from embedding_server.schemas import ModelInfo
 from embedding_server.settings import Settings
 
@@ -50,16 +57,19 @@ class Coalescer(Generic[Part]):
     (a larger single part goes alone) and sends them through ``encode`` one batch at a time.
 
     ``encode`` returns one row per item, in order; each request gets back its own rows.
+    ``observe_items``, if given, is told the number of items of every call sent.
     """
 
     def __init__(self, encode: Callable[[Part], Awaitable[np.ndarray]],
                  join: Callable[[Sequence[Part]], Part], max_items: int, max_wait_s: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 observe_items: Callable[[int], None] | None = None) -> None:
         self._encode = encode
         self._join = join
         self._max_items = max_items
         self._max_wait_s = max_wait_s
         self._clock = clock
+        self._observe_items = observe_items
         self._queue: deque[_Pending[Part]] = deque()
         self._sender: asyncio.Task[None] | None = None
 
@@ -94,6 +104,8 @@ class Coalescer(Generic[Part]):
         return batch
 
     async def _send(self, batch: list[_Pending[Part]]) -> None:
+        if self._observe_items is not None:
+            self._observe_items(sum(pending.size for pending in batch))
         try:
             rows = await self._encode(self._join([pending.part for pending in batch]))
         except Exception as error:
@@ -128,12 +140,15 @@ def _join_pixels(parts: Sequence[np.ndarray]) -> np.ndarray:
 class CoalescingEncoder:
     """An ``EncoderClient`` whose text and image calls each go through a :class:`Coalescer`."""
 
-    def __init__(self, encoder: EncoderClient, settings: Settings) -> None:
+    def __init__(self, encoder: EncoderClient, settings: Settings,
+                 items_per_call: Histogram = COALESCED_ITEMS) -> None:
+        """``items_per_call`` (labelled by ``modality``) observes the size of every call."""
         self._encoder = encoder
         max_wait_s = settings.max_latency_ms / 1000
-        self._texts = Coalescer(encoder.encode_text, _join_texts, settings.text_max_batch_size, max_wait_s)
+        self._texts = Coalescer(encoder.encode_text, _join_texts, settings.text_max_batch_size, max_wait_s,
+                                observe_items=items_per_call.labels(modality="text").observe)
         self._images = Coalescer(encoder.encode_images, _join_pixels, settings.image_max_batch_size,
-                                 max_wait_s)
+                                 max_wait_s, observe_items=items_per_call.labels(modality="image").observe)
 
     async def encode_text(self, texts: list[str]) -> np.ndarray:
         return await self._texts(texts, len(texts))

@@ -16,14 +16,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from helpers import TEST_MODEL_ID, embed, vectors_of
 from local_http import serve_routes
+from prometheus_text import observations_above, samples
 from samples import b64, encoded, random_image, reference_images, reference_text, unit_cosines
 from serving import REPO, free_port, serve_command, served, stop
 from video_samples import index_video
 
 pytestmark = pytest.mark.e2e
-MODEL = "CLIP/clip-vit-b-32"
+MODEL = TEST_MODEL_ID
 CONCURRENT_REQUESTS = 300
+IMAGE_BURST = 48  # requests; every fourth holds three images
+COALESCED = "embedding_coalesced_items"
 
 
 @pytest.fixture(scope="module")
@@ -79,32 +83,100 @@ def test_video_frames_over_http_equal_open_clip(server, reference_clip, tmp_path
     assert (unit_cosines(vectors, expected) > 0.9999).all()
 
 
-def batch_sizes_above_one(metrics: str, method: str) -> float:
-    """Observations of the adaptive batch size histogram larger than 1, for ``method``."""
-    def value(suffix: str, extra: str = "") -> float:
-        pattern = (rf'^bentoml_service_adaptive_batch_size_{suffix}\{{[^}}]*method_name="{method}"'
-                   rf'[^}}]*{extra}[^}}]*\}} ([0-9.e+]+)$')
-        return sum(float(found) for found in re.findall(pattern, metrics, flags=re.M))
+def burst(url: str, items: list[dict]) -> list[httpx.Response]:
+    """All ``items`` posted to ``/embeddings`` at once, each on its own connection."""
+    async def all_at_once() -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=len(items))
+        async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120) as client:
+            return await asyncio.gather(*(embed(client, item) for item in items))
 
-    return value("count") - value("bucket", r'le="1\.0"')
+    return asyncio.run(all_at_once())
 
 
-def test_300_concurrent_requests_all_succeed_and_are_batched(server):
-    async def burst() -> list[int]:
-        limits = httpx.Limits(max_connections=CONCURRENT_REQUESTS)
-        async with httpx.AsyncClient(base_url=server, limits=limits, timeout=120) as client:
-            async def one(index: int) -> int:
-                body = {"model": MODEL, "input": {"type": "text", "text": f"caption number {index}"},
-                        "encoding_format": "float"}
-                return (await client.post("/embeddings", json=body)).status_code
+def one_at_a_time(url: str, items: list[dict]) -> np.ndarray:
+    """The vector of each item, requested alone (one request in flight), stacked."""
+    with httpx.Client(base_url=url, timeout=60) as client:
+        return np.concatenate([np.atleast_2d(vectors_of(embed(client, item))) for item in items])
 
-            return await asyncio.gather(*(one(i) for i in range(CONCURRENT_REQUESTS)))
 
-    statuses = asyncio.run(burst())
+def assert_each_row_is_its_own_inputs(rows: np.ndarray, alone: np.ndarray) -> None:
+    """Row i of a burst equals the vector of input i embedded alone, and the inputs' vectors are
+    far enough apart that a row handed to another caller could not pass for theirs."""
+    alone = alone / np.linalg.norm(alone, axis=1, keepdims=True)
+    between = alone @ alone.T
+    np.fill_diagonal(between, -1)
+    assert between.max() < 0.999  # the random tiny model maps distinct inputs to cosines < 0.998
+    cosines = (rows / np.linalg.norm(rows, axis=1, keepdims=True)) @ alone.T
+    assert (np.diagonal(cosines) > 0.9999).all()
+    assert (cosines.argmax(axis=1) == np.arange(len(rows))).all()
+
+
+def coalesced(url: str, modality: str) -> np.ndarray:
+    """[items, Encoder calls of more than one item] that the entry's coalescer has sent for
+    ``modality`` so far, from ``/metrics``."""
+    page = httpx.get(f"{url}/metrics").text
+    [items] = samples(page, f"{COALESCED}_sum", modality=modality)
+    return np.array([items.value, observations_above(page, COALESCED, 1, modality=modality)])
+
+
+def assert_the_encoder_batcher_never_merged(url: str, method: str) -> None:
+    """With one entry worker the Encoder never has two calls of a method to merge: each
+    worker's coalescer keeps one in flight (see README, "Architecture")."""
+    page = httpx.get(f"{url}/metrics").text
+    assert observations_above(page, "bentoml_service_adaptive_batch_size", 1, method_name=method) == 0
+
+
+def text_burst() -> tuple[list[dict], list[str]]:
+    """``CONCURRENT_REQUESTS`` requests of distinct texts, every fifth holding a list of three,
+    and all those texts in order."""
+    parts = [[f"caption {i}.{k}" for k in range(3)] if i % 5 == 0 else [f"caption {i}"]
+             for i in range(CONCURRENT_REQUESTS)]
+    items = [{"type": "text", "text": part if len(part) > 1 else part[0]} for part in parts]
+    return items, [text for part in parts for text in part]
+
+
+def rows_of(responses: list[httpx.Response]) -> np.ndarray:
+    return np.concatenate([np.atleast_2d(vectors_of(response)) for response in responses])
+
+
+def test_300_concurrent_text_requests_get_their_own_vectors_from_coalesced_calls(server):
+    items, texts = text_burst()
+    alone = one_at_a_time(server, [{"type": "text", "text": text} for text in texts])
+    before = coalesced(server, "text")
+    responses = burst(server, items)
+    sent, merged_calls = coalesced(server, "text") - before
+
+    statuses = [response.status_code for response in responses]
     assert statuses.count(200) == CONCURRENT_REQUESTS, {code: statuses.count(code) for code in set(statuses)}
-    metrics = httpx.get(f"{server}/metrics").text
-    assert batch_sizes_above_one(metrics, "encode_text") > 0
+    assert_each_row_is_its_own_inputs(rows_of(responses), alone)
+    assert sent == len(texts) and merged_calls > 0
+    assert_the_encoder_batcher_never_merged(server, "encode_text")
     assert httpx.get(f"{server}/health").status_code == 200
+
+
+def image_burst_items() -> tuple[list[dict], list[dict]]:
+    """``IMAGE_BURST`` requests of distinct random images, every fourth holding three as video
+    frames, and a single-image item for each of those images, in the same order."""
+    items: list[dict] = []
+    singles: list[dict] = []
+    for index in range(IMAGE_BURST):
+        frames = [{"type": "image_base64", "image_base64": b64(encoded(random_image(64, 48, seed=len(singles) + k)))}
+                  for k in range(3 if index % 4 == 0 else 1)]
+        singles.extend(frames)
+        items.append(frames[0] if len(frames) == 1 else {"type": "video_frames", "video_frames": frames})
+    return items, singles
+
+
+def test_concurrent_image_requests_get_their_own_vectors_from_coalesced_calls(server):
+    items, singles = image_burst_items()
+    alone = one_at_a_time(server, singles)
+    before = coalesced(server, "image")
+    responses = burst(server, items)
+    sent, merged_calls = coalesced(server, "image") - before
+
+    assert_each_row_is_its_own_inputs(rows_of(responses), alone)
+    assert sent == len(singles) and merged_calls > 0
+    assert_the_encoder_batcher_never_merged(server, "encode_images")
 
 
 @pytest.mark.parametrize(
