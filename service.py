@@ -1,7 +1,9 @@
 """BentoML services: ``EmbeddingService`` (public HTTP API) and ``Encoder`` (model worker).
 
-``bentoml serve`` starts both; the Encoder batches concurrent requests adaptively
-(``batchable=True``) and is reached through ``bentoml.depends``.
+``bentoml serve`` starts both; the Encoder is reached through ``bentoml.depends``. Concurrent
+requests are merged into shared Encoder calls by the entry's coalescer
+(embedding_server/coalescing.py); the Encoder's adaptive batching (``batchable=True``) can
+merge the calls of several entry workers.
 """
 
 from __future__ import annotations
