@@ -10,7 +10,7 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import httpx
 import psutil
@@ -49,17 +49,26 @@ def stop(process: subprocess.Popen) -> None:
 
 def wait_until_ready(url: str, process: subprocess.Popen, log: Path, path: str = "/readyz") -> None:
     """Poll ``path`` (by default ``/readyz``: entry service and its Encoder) until it answers 200."""
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
+    def ready() -> bool:
         if process.poll() is not None:
             raise AssertionError(f"server exited with {process.returncode}:\n{log.read_text()[-4000:]}")
         try:
-            if httpx.get(f"{url}{path}", timeout=2).status_code == 200:
-                return
+            return httpx.get(f"{url}{path}", timeout=2).status_code == 200
         except httpx.TransportError:
-            pass
-        time.sleep(0.5)  # polling interval of a bounded wait, not synchronisation
-    raise AssertionError(f"server not ready after {START_TIMEOUT_S}s:\n{log.read_text()[-4000:]}")
+            return False
+
+    if not poll(ready, START_TIMEOUT_S, interval_s=0.5):
+        raise AssertionError(f"server not ready after {START_TIMEOUT_S}s:\n{log.read_text()[-4000:]}")
+
+
+def poll(done: Callable[[], bool], timeout_s: float, interval_s: float) -> bool:
+    """Bounded polling: True as soon as ``done()`` is, False once ``timeout_s`` has passed."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if done():
+            return True
+        time.sleep(interval_s)  # polling interval of a bounded wait, not synchronisation
+    return False
 
 
 @contextmanager
@@ -86,3 +95,46 @@ def tree_rss_bytes(pid: int) -> int:
         except psutil.NoSuchProcess:
             pass
     return total
+
+
+def service_worker(server_pid: int, service_name: str) -> psutil.Process:
+    """The one live worker process of BentoML service ``service_name`` (``encoder``,
+    ``embedding_service``) under the server ``server_pid``, found by its command line."""
+    workers = [child for child in psutil.Process(server_pid).children(recursive=True)
+               if _service_name(child) == service_name]
+    assert len(workers) == 1, f"expected one {service_name} worker, found {workers}"
+    return workers[0]
+
+
+def _service_name(process: psutil.Process) -> str | None:
+    try:
+        command = process.cmdline()
+    except psutil.Error:  # exited meanwhile, or a zombie its parent has not reaped yet
+        return None
+    return command[command.index("--service-name") + 1] if "--service-name" in command[:-1] else None
+
+
+def wait_for_status(process: psutil.Process, statuses: set[str], timeout_s: float = 30) -> None:
+    """Bounded polling until ``process`` is in one of ``statuses`` (psutil's names) or gone."""
+    def reached() -> bool:
+        try:
+            return process.status() in statuses
+        except psutil.NoSuchProcess:
+            return True
+
+    if not poll(reached, timeout_s, interval_s=0.05):
+        raise AssertionError(f"{process} not {statuses} after {timeout_s}s")
+
+
+@contextmanager
+def arbiter_paused(process: subprocess.Popen) -> Iterator[None]:
+    """The server's arbiter (the ``bentoml serve`` process itself) stopped with SIGSTOP inside
+    the block: its workers go on serving, but a worker that dies is neither reaped nor replaced
+    until the block ends and the arbiter resumes."""
+    arbiter = psutil.Process(process.pid)
+    os.kill(process.pid, signal.SIGSTOP)
+    try:
+        wait_for_status(arbiter, {psutil.STATUS_STOPPED})
+        yield
+    finally:
+        os.kill(process.pid, signal.SIGCONT)
