@@ -26,7 +26,9 @@ class EncoderConnection:
 
     The Encoder's HTTP server closes keep-alive connections idle for 5 s while the client
     pool keeps them for 15 s, so a call can meet a connection that is just closing and fail
-    before it ran; such a call is sent once more (encoding is idempotent).
+    before it ran: the server disconnects, or writing a large body meets a closed socket
+    ("Can not write request body", broken pipe). Such a call is sent once more (encoding is
+    idempotent).
     """
 
     def __init__(self, encoder: Any) -> None:
@@ -46,7 +48,7 @@ class EncoderConnection:
         try:
             try:
                 return await method(*args)
-            except aiohttp.ServerDisconnectedError:
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
                 return await method(*args)
         except ServiceUnavailable:
             raise ApiError(503, ENCODER_OVERLOADED) from None

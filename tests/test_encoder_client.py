@@ -31,9 +31,15 @@ def connection(*outcomes: object) -> tuple[EncoderConnection, list[list[str]]]:
     return EncoderConnection(SimpleNamespace(to_async=SimpleNamespace(encode_text=encode_text))), calls
 
 
-def test_a_call_meeting_a_closing_keep_alive_connection_is_sent_again():
+@pytest.mark.parametrize(
+    "failure",
+    [aiohttp.ServerDisconnectedError(),
+     aiohttp.ClientOSError(32, "Can not write request body for http://encoder/encode_images")],
+    ids=["disconnected", "body-write-on-closed-socket"],
+)
+def test_a_call_meeting_a_closing_keep_alive_connection_is_sent_again(failure):
     vectors = np.ones((1, 4), dtype=np.float32)
-    encoder, calls = connection(aiohttp.ServerDisconnectedError(), vectors)
+    encoder, calls = connection(failure, vectors)
     assert asyncio.run(encoder.encode_text(["a"])) is vectors
     assert calls == [["a"], ["a"]]
 
@@ -42,11 +48,12 @@ def test_a_call_meeting_a_closing_keep_alive_connection_is_sent_again():
     "failure, status, detail",
     [
         (aiohttp.ServerDisconnectedError(), 503, MODEL_NOT_INITIALIZED),
+        (aiohttp.ClientOSError(32, "Broken pipe"), 503, MODEL_NOT_INITIALIZED),
         (ServiceUnavailable("process is overloaded"), 503, ENCODER_OVERLOADED),
         (asyncio.TimeoutError(), 504, TIMED_OUT),
         (BentoMLException("timed out", error_code=HTTPStatus.GATEWAY_TIMEOUT), 504, TIMED_OUT),
     ],
-    ids=["disconnected-twice", "shed-by-encoder", "client-timeout", "encoder-timeout"],
+    ids=["disconnected-twice", "write-failed-twice", "shed-by-encoder", "client-timeout", "encoder-timeout"],
 )
 def test_transport_failures_become_designed_answers(failure, status, detail):
     encoder, _ = connection(failure, failure)
