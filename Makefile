@@ -12,7 +12,7 @@ export EMBEDDING_MODEL_NAME
 IMPORT_FLAGS_pretrained :=
 IMPORT_FLAGS_random := --random-weights
 
-.PHONY: setup serve test test-fast build clean-venv
+.PHONY: setup serve test test-fast mutation build clean-venv
 
 setup: $(VENV)/.installed
 
@@ -30,6 +30,10 @@ test: setup
 
 test-fast: setup
 	$(BIN)/python -m pytest -m "not e2e"
+
+# Named mutations, each of which its tests must catch (tests/mutation; about 15 minutes).
+mutation: setup
+	$(BIN)/python -m tests.mutation
 
 build: setup
 	$(BIN)/python -m models import $(EMBEDDING_MODEL_NAME) --if-missing $(IMPORT_FLAGS_$(WEIGHTS))

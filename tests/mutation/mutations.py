@@ -1,0 +1,300 @@
+"""The curated mutations: each one a realistic bug in a guarantee the README makes.
+
+A mutation replaces ``snippet`` (which must occur exactly once in ``file``) with
+``replacement``; the tests in ``tests`` (pytest node ids or files, the fewest and fastest
+that should notice) must then fail. Keep the snippets verbatim copies of the code: when the
+code changes, the check reports the mutation as an error instead of silently testing nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_TIMEOUT_S = 300
+SERVED_TIMEOUT_S = 600  # tests that start a real `bentoml serve`
+
+
+@dataclass(frozen=True)
+class Mutation:
+    name: str
+    file: str  # relative to the repository root
+    snippet: str
+    replacement: str
+    tests: tuple[str, ...]
+    why: str
+    timeout_s: int = DEFAULT_TIMEOUT_S
+
+
+MUTATIONS: tuple[Mutation, ...] = (
+    Mutation(
+        name="open_clip_image_ignores_pixels",
+        file="runners/open_clip_family.py",
+        snippet="self._model.encode_image((unit_pixels(pixels) - self._mean) / self._std)",
+        replacement=("self._model.encode_image((unit_pixels(torch.zeros_like(pixels)) - self._mean)"
+                     " / self._std)"),
+        tests=tuple(f"tests/test_open_clip_families.py::test_image_vectors_equal_open_clip[MobileCLIP/{name}]"
+                    for name in ("mobileclip_s1", "mobileclip_s2")),
+        why="parity of the FastViT-tower MobileCLIPs (S1, S2) must tell the batch from a black image",
+    ),
+    Mutation(
+        name="open_clip_mean_std_swapped",
+        file="runners/open_clip_family.py",
+        snippet=("self._mean = torch.tensor(preprocess.mean, device=self._device).view(1, 3, 1, 1)\n"
+                 "        self._std = torch.tensor(preprocess.std, device=self._device).view(1, 3, 1, 1)"),
+        replacement=("self._mean = torch.tensor(preprocess.std, device=self._device).view(1, 3, 1, 1)\n"
+                     "        self._std = torch.tensor(preprocess.mean, device=self._device).view(1, 3, 1, 1)"),
+        tests=("tests/test_clip_adapter.py::test_runner_batches_equal_open_clip",),
+        why="the Encoder normalises CLIP pixels with the entry's own mean and std",
+    ),
+    Mutation(
+        name="processor_mean_std_swapped",
+        file="runners/transformers_common.py",
+        snippet=("mean = processor.image_mean if processor.do_normalize else [0.0, 0.0, 0.0]\n"
+                 "        std = processor.image_std if processor.do_normalize else [1.0, 1.0, 1.0]"),
+        replacement=("mean = processor.image_std if processor.do_normalize else [0.0, 0.0, 0.0]\n"
+                     "        std = processor.image_mean if processor.do_normalize else [1.0, 1.0, 1.0]"),
+        tests=("tests/test_transformers_families.py::test_prepared_pixels_normalise_to_the_processors_own"
+               "[cn-clip-vit-b-16]",),
+        why="the Encoder-side normaliser of transformers families equals the processor's own",
+    ),
+    Mutation(
+        name="open_clip_preparer_squashes",
+        file="runners/open_clip_family.py",
+        snippet="transform = image_transform_v2(_preprocess_cfg(directory), is_train=False)",
+        replacement=("transform = image_transform_v2(PreprocessCfg(**{**asdict(_preprocess_cfg(directory)), "
+                     "'resize_mode': 'squash'}), is_train=False)"),
+        tests=("tests/test_clip_adapter.py::test_preparer_pixels_match_open_clip_preprocessing",),
+        why="the entry-side preparer resizes the shorter side and centre-crops, as open_clip does",
+    ),
+    Mutation(
+        name="processor_preparer_without_crop",
+        file="runners/transformers_common.py",
+        snippet="do_rescale=False, do_normalize=False, return_tensors=\"np\"",
+        replacement="do_rescale=False, do_normalize=False, do_center_crop=False, return_tensors=\"np\"",
+        tests=("tests/test_transformers_families.py::test_prepared_pixels_normalise_to_the_processors_own"
+               "[cn-clip-vit-b-16]",),
+        why="CN-CLIP and BLIP-2 pixels are the processor's resize and centre crop",
+    ),
+    Mutation(
+        name="exif_rotation_reversed",
+        file="embedding_server/media/images.py",
+        snippet="        ImageOps.exif_transpose(image, in_place=True)\n",
+        replacement=("        orientation = image.getexif().get(0x0112)\n"
+                     "        ImageOps.exif_transpose(image, in_place=True)\n"
+                     "        if orientation in (6, 8):\n"
+                     "            image = image.transpose(Image.Transpose.ROTATE_180)\n"),
+        tests=("tests/test_images.py::test_every_exif_orientation_decodes_upright",
+               "tests/test_hostile_images.py::test_draft_keeps_exif_orientation"),
+        why="a quarter turn the wrong way keeps the size: only an asymmetric image shows it",
+    ),
+    Mutation(
+        name="image_pixel_cap_removed",
+        file="embedding_server/media/images.py",
+        snippet=("    if width * height > max_pixels:\n"
+                 "        raise InvalidInput(\n"
+                 "            f\"image of {width}x{height} pixels exceeds the limit of {max_pixels} pixels\"\n"
+                 "        )\n"),
+        replacement="",
+        tests=("tests/test_images.py::test_decompression_bomb_is_refused_before_decoding",
+               "tests/test_hostile_images.py::test_pixel_cap_is_checked_on_the_full_size_not_the_draft"),
+        why="decompression bombs are refused from the header, before any pixel is decoded",
+    ),
+    Mutation(
+        name="coalesced_rows_not_advanced",
+        file="embedding_server/coalescing.py",
+        snippet="\n            start += pending.size",
+        replacement="",
+        tests=("tests/test_coalescing.py::test_requests_arriving_during_a_call_share_the_next_one",),
+        why="each request merged into a call gets its own rows, not another caller's",
+    ),
+    Mutation(
+        name="coalescer_never_sheds",
+        file="embedding_server/coalescing.py",
+        snippet=("            if pending.since < deadline:\n"
+                 "                pending.future.set_exception(ApiError(503, ENCODER_OVERLOADED))\n"
+                 "                continue\n"),
+        replacement="",
+        tests=("tests/test_coalescing.py::test_requests_that_waited_too_long_are_shed_with_503",),
+        why="a request that waited past EMBEDDING_MAX_LATENCY_MS is answered 503, not sent",
+    ),
+    Mutation(
+        name="coalescer_wait_in_milliseconds",
+        file="embedding_server/coalescing.py",
+        snippet="max_wait_s = settings.max_latency_ms / 1000",
+        replacement="max_wait_s = settings.max_latency_ms",
+        tests=("tests/test_served_limits.py::test_a_burst_beyond_the_max_latency_is_shed_with_503",),
+        why="the entry sheds after EMBEDDING_MAX_LATENCY_MS milliseconds, not that many seconds",
+        timeout_s=SERVED_TIMEOUT_S,
+    ),
+    Mutation(
+        name="coalescer_error_fails_the_whole_call",
+        file="embedding_server/coalescing.py",
+        snippet="if len(waiting) > 1 and not isinstance(error, ApiError):",
+        replacement="if len(waiting) > len(batch) and not isinstance(error, ApiError):",
+        tests=("tests/test_hostile_text.py::test_a_failing_item_fails_only_its_own_request"
+               "_in_a_merged_call",),
+        why="one request's bad input must not fail the requests merged with it",
+    ),
+    Mutation(
+        name="failed_rows_halves_swapped",
+        file="embedding_server/failed_rows.py",
+        snippet=("np.concatenate([embed_isolating(encode, batch[:middle], dimension),\n"
+                 "                           embed_isolating(encode, batch[middle:], dimension)])"),
+        replacement=("np.concatenate([embed_isolating(encode, batch[middle:], dimension),\n"
+                     "                           embed_isolating(encode, batch[:middle], dimension)])"),
+        tests=("tests/test_hostile_text.py::test_the_encoder_answers_items_that_fail_alone"
+               "_as_nan_rows_and_embeds_the_rest",),
+        why="the Encoder's isolated re-run returns its rows in the batch's order",
+    ),
+    Mutation(
+        name="concurrency_limit_unwired",
+        file="embedding_server/api.py",
+        snippet=("app.add_middleware(ConcurrencyLimitMiddleware,\n"
+                 "                   max_concurrency=math.ceil(get_settings().max_concurrency"
+                 " / get_settings().entry_workers),\n"
+                 "                   paths=(\"/embeddings\",))\n"),
+        replacement="",
+        tests=("tests/test_served_limits.py::test_requests_beyond_the_concurrency_limit_get_429"
+               "_and_status_routes_are_never_limited",),
+        why="the served app answers 429 beyond EMBEDDING_MAX_CONCURRENCY, not only the middleware alone",
+        timeout_s=SERVED_TIMEOUT_S,
+    ),
+    Mutation(
+        name="concurrency_slot_never_released",
+        file="embedding_server/concurrency_limit.py",
+        snippet="            self.in_flight -= 1",
+        replacement="            pass",
+        tests=("tests/test_concurrency_limit.py",),
+        why="a finished request gives its slot back, or the server ends up refusing everything",
+    ),
+    Mutation(
+        name="body_limit_unwired",
+        file="embedding_server/api.py",
+        snippet=("app.add_middleware(BodyLimitMiddleware, max_bytes=get_settings().max_body_bytes,\n"
+                 "                   timeout_s=get_settings().body_timeout_s)\n"),
+        replacement="",
+        tests=("tests/test_served_limits.py::test_a_body_over_the_cap_gets_413",),
+        why="the served app caps bodies and receives them whole before a request takes a slot",
+        timeout_s=SERVED_TIMEOUT_S,
+    ),
+    Mutation(
+        name="streamed_body_not_counted",
+        file="embedding_server/body_limit.py",
+        snippet="        received += len(chunk)\n",
+        replacement="",
+        tests=("tests/test_body_limit.py",),
+        why="a chunked body without Content-Length is counted against the cap as it arrives",
+    ),
+    Mutation(
+        name="request_timeout_not_installed",
+        file="service.py",
+        snippet="\nrequest_timeout.install()\n",
+        replacement="\n",
+        tests=("tests/test_request_timeout.py::test_service_uses_it_for_bentoml_traffic_timeouts",),
+        why="both services use the time-out without BentoML's per-request timer leak",
+    ),
+    Mutation(
+        name="ssrf_private_addresses_allowed",
+        file="embedding_server/media/remote.py",
+        snippet="next((reason for reason, hit in checks if hit), None)",
+        replacement="next((reason for reason, hit in checks[:4] if hit), None)",
+        tests=("tests/test_remote_fetch.py::test_internal_ip_literals_refused_without_network",),
+        why="URLs to private, reserved and CGNAT addresses are refused (400) unless allow-listed",
+    ),
+    Mutation(
+        name="ssrf_connects_by_name",
+        file="embedding_server/media/remote.py",
+        snippet="target = url.copy_with(host=str(address))",
+        replacement="target = url",
+        tests=("tests/test_remote_fetch.py::test_connects_to_the_checked_address_not_a_rebound_one",),
+        why="the download connects to the address that was checked, so DNS rebinding cannot redirect it",
+    ),
+    Mutation(
+        name="dotdot_paths_allowed",
+        file="embedding_server/media/local_files.py",
+        snippet=("    if \"..\" in path.parts:\n"
+                 "        raise access_denied(raw)\n"),
+        replacement="",
+        tests=("tests/test_video.py::test_escapes_are_403_and_open_nothing",
+               "tests/test_video.py::test_manifest_paths_are_confined"),
+        why="any `..` component is 403, even one that would resolve inside a root",
+    ),
+    Mutation(
+        name="segment_end_off_by_one",
+        file="embedding_server/media/frame_selection.py",
+        snippet="end = min(max(math.ceil(stop * fps - EPSILON), first + 1), frame_count)",
+        replacement="end = min(max(math.ceil(stop * fps - EPSILON) + 1, first + 1), frame_count)",
+        tests=("tests/test_frame_selection.py::test_selected_frames",),
+        why="a segment covers frames up to, not including, ceil(end x fps)",
+    ),
+    Mutation(
+        name="frame_indexes_order_lost",
+        file="embedding_server/video_inputs.py",
+        snippet="        if order == wanted:\n",
+        replacement="        if set(order) == set(wanted):\n",
+        tests=("tests/test_video.py::test_video_file_embeds_the_selected_frames"
+               "[indexes-beat-everything-in-their-order]",),
+        why="frame_indexes come back in the order given, repeats kept, though decoded sorted and once",
+    ),
+    Mutation(
+        name="base64_big_endian",
+        file="embedding_server/encoding.py",
+        snippet="dtype=\"<f4\"",
+        replacement="dtype=\">f4\"",
+        tests=("tests/test_encoding.py::test_base64_round_trip_is_exact",),
+        why="base64 vectors are little-endian float32 (the OpenAI convention)",
+    ),
+    Mutation(
+        name="text_cut_removed",
+        file="embedding_server/pipeline.py",
+        snippet="cut = [text[:self._text_chars] for text in texts]",
+        replacement="cut = list(texts)",
+        tests=("tests/test_hostile_text.py::test_the_entry_service_sends_only_what_the_context_can_hold",),
+        why="the entry sends only the characters that can hold the model's tokens",
+    ),
+    Mutation(
+        name="text_cut_at_token_count",
+        file="embedding_server/pipeline.py",
+        snippet=("self._text_chars = min(model.context_length, settings.text_token_cap)"
+                 " * settings.text_chars_per_token"),
+        replacement="self._text_chars = min(model.context_length, settings.text_token_cap)",
+        tests=("tests/test_hostile_text.py::test_a_long_prose_text_embeds_exactly_as_upstream_truncates_it",),
+        why="a text cut too short embeds differently from upstream's truncation at the context",
+    ),
+    Mutation(
+        name="causal_trim_drops_end_of_text",
+        file="runners/causal_text.py",
+        snippet="tokens[:, :int(_pooled_positions(model, tokens).max()) + 1]",
+        replacement="tokens[:, :int(_pooled_positions(model, tokens).max())]",
+        tests=("tests/test_causal_text.py::test_trimmed_tower_equals_encode_text",),
+        why="the trimmed CLIP text tower keeps the end-of-text position it pools from",
+    ),
+    Mutation(
+        name="tokenizer_cache_unbounded",
+        file="runners/clip_tokenizer.py",
+        snippet="self.cache = LRUCache(CACHE_SIZE)",
+        replacement="self.cache = {}",
+        tests=("tests/test_hostile_text.py::test_the_tokenizer_cache_stays_bounded"
+               "_and_special_tokens_survive_eviction",),
+        why="the CLIP tokenizer's word cache is bounded, not growing with every new word",
+    ),
+    Mutation(
+        name="health_answers_from_cache",
+        file="embedding_server/pipeline.py",
+        snippet="since it first answered.\"\"\"\n        self._info = await self._encoder.info()",
+        replacement="since it first answered.\"\"\"\n        await self.model_info()",
+        tests=("tests/test_api.py::test_health", "tests/test_api.py::test_model_not_ready",
+               "tests/test_served_limits.py::test_health_is_500_while_the_encoder_is_dead"
+               "_and_200_once_bentoml_restarts_it"),
+        why="/health answers 500 once the Encoder stops answering, even after it answered before",
+        timeout_s=SERVED_TIMEOUT_S,
+    ),
+    Mutation(
+        name="metric_parser_reads_wrong_label",
+        file="tests/prometheus_text.py",
+        snippet="labels.items() <= sample.labels.items()",
+        replacement="labels.keys() <= sample.labels.keys()",
+        tests=("tests/test_prometheus_text.py",),
+        why="the tests' /metrics reader selects series by label value (encode_text, not encode_images)",
+    ),
+)
