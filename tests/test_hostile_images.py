@@ -28,8 +28,6 @@ from torchvision.transforms import CenterCrop, Compose, InterpolationMode, Resiz
 from embedding_server.errors import ApiError
 from embedding_server.media.images import decode_image
 from models.catalogue import find_model
-from models.store import import_model
-from runners.base import WeightSource
 from runners import adapter_for
 from samples import b64, encoded, random_image
 
@@ -134,12 +132,10 @@ FAMILIES = ["CLIP/clip-vit-b-32", "mobileclip_s1", "mobileclip_s0", "cn-clip-vit
 
 
 @pytest.fixture(scope="module")
-def entries(tiny_entry) -> dict[str, Path]:
+def entries(tiny_entry: Path, tiny_import: Callable[[str], Path]) -> dict[str, Path]:
     """Tiny entries of a family of each preparer that centre-crops, and of SigLIP2 (squash)."""
-    found = {"CLIP/clip-vit-b-32": tiny_entry}
-    for name in FAMILIES[1:] + ["siglip2-vit-b-16"]:
-        found[name] = Path(import_model(find_model(name), WeightSource("random", tiny=True)).path)
-    return found
+    return {"CLIP/clip-vit-b-32": tiny_entry,
+            **{name: tiny_import(find_model(name).id) for name in FAMILIES[1:] + ["siglip2-vit-b-16"]}}
 
 
 def family_reference(name: str, entry: Path) -> Callable[[Image.Image], np.ndarray]:
@@ -215,20 +211,14 @@ def test_16bit_image_decodes_without_wide_temporaries(tmp_path):
 # --- formats ------------------------------------------------------------------------------
 
 
-def saved(image: Image.Image, fmt: str) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt)
-    return buffer.getvalue()
-
-
 REFUSED = {
-    "ico": saved(Image.new("RGB", (16, 16), (1, 2, 3)), "ICO"),
-    "pcx": saved(Image.new("RGB", (16, 16), (1, 2, 3)), "PCX"),
-    "sgi": saved(Image.new("RGB", (16, 16), (1, 2, 3)), "SGI"),
-    "tga": saved(Image.new("RGB", (16, 16), (1, 2, 3)), "TGA"),
-    "xbm": saved(Image.new("1", (16, 16), 1), "XBM"),
-    "ppm": saved(Image.new("RGB", (16, 16), (1, 2, 3)), "PPM"),
-    "eps": saved(Image.new("RGB", (16, 16), (1, 2, 3)), "EPS"),
+    "ico": encoded(Image.new("RGB", (16, 16), (1, 2, 3)), "ICO"),
+    "pcx": encoded(Image.new("RGB", (16, 16), (1, 2, 3)), "PCX"),
+    "sgi": encoded(Image.new("RGB", (16, 16), (1, 2, 3)), "SGI"),
+    "tga": encoded(Image.new("RGB", (16, 16), (1, 2, 3)), "TGA"),
+    "xbm": encoded(Image.new("1", (16, 16), 1), "XBM"),
+    "ppm": encoded(Image.new("RGB", (16, 16), (1, 2, 3)), "PPM"),
+    "eps": encoded(Image.new("RGB", (16, 16), (1, 2, 3)), "EPS"),
     "psd": (b"8BPS\x00\x01" + b"\x00" * 6 + b"\x00\x03" + (16).to_bytes(4, "big") * 2 + b"\x00\x08\x00\x03"
             + b"\x00" * 12 + b"\x00\x00" + b"\x00" * (16 * 16 * 3)),
 }
@@ -272,7 +262,7 @@ def test_large_jpeg_decodes_at_reduced_scale_faster_and_nearly_equal(tiny_entry)
     from runners.open_clip_family import OpenClipImagePreparer
 
     prepare = OpenClipImagePreparer(tiny_entry)
-    data = saved(photo_like(4000, 3000), "JPEG")
+    data = encoded(photo_like(4000, 3000), "JPEG")
     full = decode_image(data, max_pixels=MAX_PIXELS)
     drafted = decode_image(data, max_pixels=MAX_PIXELS, min_side=448)
     assert drafted.size == (1000, 750)  # 1/4: both sides stay >= 448; 1/8 would not
@@ -312,7 +302,7 @@ def test_draft_keeps_exif_orientation():
 
 
 def test_pixel_cap_is_checked_on_the_full_size_not_the_draft():
-    data = saved(photo_like(2000, 1500), "JPEG")
+    data = encoded(photo_like(2000, 1500), "JPEG")
     with pytest.raises(ApiError) as refused:
         decode_image(data, max_pixels=2_000_000, min_side=224)
     assert refused.value.status_code == 422 and "2000x1500 pixels exceeds" in refused.value.detail

@@ -266,7 +266,8 @@ def test_a_hung_decoder_is_killed_at_the_deadline_with_504(place):
     status, detail = run_embed(settings, {"type": "video_file", "video_path": "clip.mp4"}, HangingPreparer())
     elapsed = time.monotonic() - started
     assert (status, detail) == (504, "Video decoding did not finish within 1 s")
-    assert elapsed < 1.0 + 3 * baseline + 2.0
+    # Past the deadline only the kill and the answer remain: less than a whole request costs.
+    assert elapsed < settings.video_decode_timeout_s + 3 * baseline, (elapsed, baseline)
     assert_no_children_left()
     assert open_descriptors() <= descriptors
 
