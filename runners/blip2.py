@@ -25,6 +25,7 @@ from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PILImage
 from models.catalogue import CatalogueModel
 from runners.base import WeightSource
 from runners.stand_in_tokenizers import wordpiece_tokenizer
+from runners.tiny_towers import tiny_network
 from runners.transformers_common import (
     TINY_TOWER,
     EntryParts,
@@ -35,7 +36,6 @@ from runners.transformers_common import (
     pretrained_parts,
     save_entry,
     source_directory,
-    spread_tiny_weights,
 )
 
 __all__ = ["write_entry", "load_runner", "load_image_preparer", "load_text_inputs", "architecture_config"]
@@ -58,12 +58,15 @@ def _random_parts(model: CatalogueModel, tiny: bool) -> EntryParts:
     tokenizer = wordpiece_tokenizer()
     tokenizer.add_special_tokens({"bos_token": "[DEC]"})  # as the upstream tokenizer does
     config = architecture_config(model, tiny, vocab_size=len(tokenizer))
-    network = Blip2ForImageTextRetrieval(config)
-    # transformers initialises the learned queries to zero, which makes all 32 identical;
-    # BLIP-2's own Q-Former draws them from N(0, initializer_range), as done here.
-    torch.nn.init.normal_(network.query_tokens, std=config.qformer_config.initializer_range)
-    if tiny:
-        spread_tiny_weights(network)
+
+    def build() -> Blip2ForImageTextRetrieval:
+        network = Blip2ForImageTextRetrieval(config)
+        # transformers initialises the learned queries to zero, which makes all 32 identical;
+        # BLIP-2's own Q-Former draws them from N(0, initializer_range), as done here.
+        torch.nn.init.normal_(network.query_tokens, std=config.qformer_config.initializer_range)
+        return network
+
+    network = tiny_network(build) if tiny else build()
     return EntryParts(network, tokenizer, _image_processor(config.vision_config.image_size), "stand-in")
 
 

@@ -6,6 +6,7 @@ catalogue's context length (52 tokens, Chinese-CLIP's own tokenisation length).
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from transformers import ChineseCLIPConfig, ChineseCLIPImageProcessor, ChineseCL
 from models.catalogue import CatalogueModel
 from runners.base import WeightSource
 from runners.stand_in_tokenizers import wordpiece_tokenizer
+from runners.tiny_towers import tiny_network
 from runners.transformers_common import (
     TINY_TOWER,
     EntryParts,
@@ -25,7 +27,6 @@ from runners.transformers_common import (
     pretrained_parts,
     save_entry,
     source_directory,
-    spread_tiny_weights,
 )
 
 __all__ = ["write_entry", "load_runner", "load_image_preparer", "load_text_inputs", "architecture_config"]
@@ -39,9 +40,8 @@ def architecture_config(model: CatalogueModel, tiny: bool, vocab_size: int | Non
 
 def _random_parts(model: CatalogueModel, tiny: bool) -> EntryParts:
     tokenizer = wordpiece_tokenizer()
-    network = ChineseCLIPModel(architecture_config(model, tiny, vocab_size=len(tokenizer)))
-    if tiny:
-        spread_tiny_weights(network)
+    build = partial(ChineseCLIPModel, architecture_config(model, tiny, vocab_size=len(tokenizer)))
+    network = tiny_network(build) if tiny else build()
     return EntryParts(network, tokenizer, ChineseCLIPImageProcessor(), "stand-in")
 
 

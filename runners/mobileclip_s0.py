@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import shutil
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -37,6 +38,7 @@ from runners.clip_tokenizer import BoundedSimpleTokenizer
 from runners.centre_crop_guard import guard_for_torchvision
 from runners.devices import torch_device
 from runners.mobileclip_text import MctTextEncoder, TextConfig
+from runners.tiny_towers import CALIBRATION_IMAGES, tiny_network
 from runners.torch_io import pixel_tensor, unit_pixels, unit_rows
 from runners.towers import Tower, Towers
 
@@ -128,6 +130,12 @@ def load_apple_state_dict(net: MobileClipS0, state_dict: Mapping[str, torch.Tens
         )
 
 
+def _encode_noise(net: MobileClipS0) -> torch.Tensor:
+    """``net``'s image features of pixel-noise images in 0..1 (Apple's input range): the sample
+    pass that calibrates a tiny tower's batch norms."""
+    return net.encode_image(torch.rand(CALIBRATION_IMAGES, 3, IMAGE_SIZE, IMAGE_SIZE))
+
+
 def _apple_checkpoint(source: WeightSource, model: CatalogueModel) -> Path:
     if source.kind == "upstream":
         from huggingface_hub import hf_hub_download  # shows a progress bar while downloading
@@ -143,10 +151,12 @@ def _apple_checkpoint(source: WeightSource, model: CatalogueModel) -> Path:
 
 
 def write_entry(model: CatalogueModel, directory: Path, source: WeightSource) -> dict[str, Any]:
-    """Write config, safetensors weights and tokenizer vocabulary for ``model``."""
+    """Write config, safetensors weights and tokenizer vocabulary for ``model``; tiny random
+    weights are spread and the image tower's batch norms calibrated on noise images, so that
+    the one-block towers tell inputs apart (:func:`runners.tiny_towers.tiny_network`)."""
     config = entry_config(tiny=source.kind == "random" and source.tiny)
     if source.kind == "random":
-        net = MobileClipS0(config)
+        net = tiny_network(partial(MobileClipS0, config), _encode_noise) if source.tiny else MobileClipS0(config)
     else:
         net = empty_model(config)
         checkpoint = torch.load(_apple_checkpoint(source, model), map_location="cpu", weights_only=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import json
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +97,9 @@ def build_model(model: CatalogueModel, source: WeightSource,
     """Instantiate the architecture with the weights ``source`` names; return it and its config.
 
     ``device="meta"`` (inside ``with torch.device("meta")``) builds random weights without
-    allocating them, to count parameters.
+    allocating them, to count parameters. Tiny random weights are reproducible, spread and
+    their batch norms calibrated on noise images, so that different inputs give clearly
+    different vectors (:func:`tiny_towers.tiny_network`).
     """
     arch, tag = model.upstream["arch"], model.upstream["pretrained"]
     quick_gelu = _quick_gelu(model)
@@ -104,12 +107,29 @@ def build_model(model: CatalogueModel, source: WeightSource,
     if _is_local_dir(source):
         return open_clip.create_model(_local_dir(source.path)), model_cfg
     if source.kind == "random":
-        net = open_clip.create_model(arch, force_quick_gelu=quick_gelu, device=device,
-                                     **_overrides(model_cfg, source))
+        create = partial(open_clip.create_model, arch, force_quick_gelu=quick_gelu, device=device,
+                         **_overrides(model_cfg, source))
+        net = tiny_towers.tiny_network(create, partial(_encode_noise, model)) if source.tiny else create()
     else:
         pretrained = tag if source.kind == "upstream" else str(_checkpoint_in(source.path))
         net = open_clip.create_model(arch, pretrained=pretrained, force_quick_gelu=quick_gelu)
     return net, model_cfg
+
+
+def _entry_preprocess(model: CatalogueModel, net: torch.nn.Module) -> PreprocessCfg:
+    """The preprocessing an entry of ``model`` records: the architecture's, with the upstream
+    pretrained config's values."""
+    pretrained_cfg = open_clip.get_pretrained_cfg(model.upstream["arch"], model.upstream["pretrained"])
+    return PreprocessCfg(**merge_preprocess_dict(net.visual.preprocess_cfg, pretrained_cfg))
+
+
+def _encode_noise(model: CatalogueModel, net: torch.nn.Module) -> torch.Tensor:
+    """``net``'s image features of a batch of pixel-noise images, normalised as the entry's
+    preprocessing normalises (the sample pass that calibrates a tiny tower's batch norms)."""
+    preprocess = _entry_preprocess(model, net)
+    mean, std = (torch.tensor(values).view(1, 3, 1, 1) for values in (preprocess.mean, preprocess.std))
+    pixels = torch.rand(tiny_towers.CALIBRATION_IMAGES, 3, model.image_size, model.image_size)
+    return net.encode_image((pixels - mean) / std)
 
 
 def _overrides(model_cfg: dict[str, Any], source: WeightSource) -> dict[str, Any]:
@@ -138,9 +158,7 @@ def write_entry(model: CatalogueModel, directory: Path, source: WeightSource) ->
     if tokenizer_name:
         metadata.update(save_tokenizer(tokenizer_name, directory, source))
     net, model_cfg = build_model(model, source)
-    pretrained_cfg = open_clip.get_pretrained_cfg(model.upstream["arch"], model.upstream["pretrained"])
-    preprocess = merge_preprocess_dict(net.visual.preprocess_cfg, pretrained_cfg)
-    preprocess = asdict(PreprocessCfg(**preprocess))
+    preprocess = asdict(_entry_preprocess(model, net))
     with open(directory / CONFIG_FILE, "w", encoding="utf-8") as handle:
         json.dump({"model_cfg": model_cfg, "preprocess_cfg": preprocess}, handle, indent=2)
     save_model(net, str(directory / WEIGHTS_FILE))

@@ -15,6 +15,7 @@ own maximum length, whichever is smaller. A batch runs as forward passes of at m
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,6 +26,7 @@ from embedding_server.settings import get_settings
 from models.catalogue import CatalogueModel
 from runners.base import WeightSource
 from runners.stand_in_tokenizers import byte_level_bpe_tokenizer
+from runners.tiny_towers import tiny_network
 from runners.towers import Towers
 from runners.transformers_common import (
     EntryParts,
@@ -34,7 +36,6 @@ from runners.transformers_common import (
     pretrained_parts,
     save_entry,
     source_directory,
-    spread_tiny_weights,
 )
 from runners.transformers_common import load_text_inputs as entry_text_inputs
 
@@ -117,9 +118,8 @@ def architecture_config(model: CatalogueModel, tiny: bool,
 
 def _random_parts(model: CatalogueModel, tiny: bool) -> EntryParts:
     tokenizer = byte_level_bpe_tokenizer()
-    network = Qwen3Model(architecture_config(model, tiny, tokenizer))
-    if tiny:
-        spread_tiny_weights(network)
+    build = partial(Qwen3Model, architecture_config(model, tiny, tokenizer))
+    network = tiny_network(build) if tiny else build()
     return EntryParts(network, tokenizer, None, "stand-in")
 
 

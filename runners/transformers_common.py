@@ -98,21 +98,6 @@ def config_from_upstream(config_class: type[PretrainedConfig], repo: str,
     return config_class(**config)
 
 
-def spread_tiny_weights(network: torch.nn.Module, seed: int = 0) -> None:
-    """Redraw every weight matrix of a tiny random network from N(0, 1/fan_in).
-
-    transformers' initialisers are tuned for training large models (small deviations; BLIP-2's
-    vision tower uses 1e-10), which in a two-layer network leaves outputs almost independent
-    of the input. At unit activation scale different inputs give clearly different vectors, so
-    parity tests on tiny entries can tell a wrong input pipeline from a right one.
-    """
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for parameter in network.parameters():
-            if parameter.dim() >= 2:
-                parameter.normal_(0.0, parameter[0].numel() ** -0.5, generator=generator)
-
-
 def save_entry(model: CatalogueModel, directory: Path, parts: EntryParts, dimension: int,
                max_length: int) -> dict[str, Any]:
     """Write ``parts`` into the entry; returns the entry metadata.

@@ -8,7 +8,7 @@ import torch
 
 from runners.causal_text import encode_text_trimmed, trimmable
 from runners.open_clip_family import load_runner
-from samples import reference_text, unit_cosines
+from samples import DISTINCT, reference_text, smallest_gap, unit_cosines
 
 TINY_VISION = {"width": 64, "layers": 1, "head_width": 32, "patch_size": 32, "image_size": 224}
 TINY_TEXT = {"width": 64, "layers": 2, "heads": 2}
@@ -29,6 +29,7 @@ def test_trimmed_tower_equals_encode_text(reference_clip):
     tokens = tokenizer(TEXTS)
     trimmed, full = encode_text_trimmed(model, tokens), model.encode_text(tokens)
     assert (unit_cosines(trimmed.numpy(), full.numpy()) > 0.9999).all()
+    assert smallest_gap(full.numpy()) > DISTINCT
 
 
 @torch.inference_mode()
@@ -48,8 +49,9 @@ def test_short_batches_run_fewer_positions(reference_clip):
 
 
 def test_runner_text_equals_open_clip(tiny_entry, reference_clip):
-    vectors = load_runner(tiny_entry, "CPU").encode_text(TEXTS)
-    assert (unit_cosines(vectors, reference_text(reference_clip, TEXTS)) > 0.9999).all()
+    vectors, expected = load_runner(tiny_entry, "CPU").encode_text(TEXTS), reference_text(reference_clip, TEXTS)
+    assert (unit_cosines(vectors, expected) > 0.9999).all()
+    assert smallest_gap(expected) > DISTINCT
 
 
 @pytest.mark.parametrize("overrides", [{"no_causal_mask": True}, {"pool_type": "last"}],

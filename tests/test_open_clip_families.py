@@ -1,9 +1,10 @@
 """MobileCLIP (S1, S2, B, B-LT) and SigLIP2 (B/16, L/16, SO400M/16), run by open_clip.
 
-Each model gets a tiny random-weight entry in the session store. The service path (the
-adapter's ``load_runner`` and ``load_image_preparer``, what the Encoder and the entry service
-call) must give the vectors of open_clip's own ``create_model_and_transforms`` on that entry,
-with open_clip's own preprocessing and tokenizer.
+Each model gets a tiny random-weight entry in a BentoML home of its own. The service path
+(the adapter's ``load_runner`` and ``load_image_preparer``, what the Encoder and the entry
+service call) must give the vectors of open_clip's own ``create_model_and_transforms`` on that
+entry, with open_clip's own preprocessing and tokenizer, on inputs whose vectors differ by more
+than :data:`samples.DISTINCT`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import shutil
 from dataclasses import dataclass
 from functools import cache, cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import bentoml
 import huggingface_hub
@@ -21,6 +22,7 @@ import numpy as np
 import open_clip
 import pytest
 import torch
+from bentoml._internal.models.model import ModelStore
 from open_clip.tokenizer import HFTokenizer, SimpleTokenizer
 from safetensors.torch import load_file
 from transformers import GemmaTokenizer
@@ -33,7 +35,18 @@ from runners import adapter_for
 from runners.base import EmbeddingRunner, ImagePreparer, WeightSource
 from runners.hf_tokenizers import STAND_IN_VOCAB_SIZE, TOKENIZER_FILES, save_tokenizer
 from runners.open_clip_family import CONFIG_FILE, WEIGHTS_FILE, build_model, model_config
-from samples import b64, encoded, random_image, reference_images, reference_text, unit_cosines
+from samples import (
+    DISTINCT,
+    b64,
+    distinct_images,
+    encoded,
+    random_image,
+    reference_images,
+    reference_text,
+    smallest_gap,
+    solid_image,
+    unit_cosines,
+)
 
 OPEN_CLIP_FAMILY_MODELS = [
     "MobileCLIP/mobileclip_s1",
@@ -77,15 +90,20 @@ class Served:
         return model.eval(), preprocess, open_clip.get_tokenizer(local_dir)
 
 
-def serve(model: CatalogueModel, entry: bentoml.Model) -> Served:
-    adapter, directory = adapter_for(model), Path(entry.path)
-    return Served(model, entry, adapter.load_runner(directory, "CPU"), adapter.load_image_preparer(directory))
+def stored_entry(directory: Path) -> bentoml.Model:
+    """The store entry at ``directory`` (``<store>/<name>/<version>``)."""
+    return ModelStore(str(directory.parents[1])).get(f"{directory.parent.name}:{directory.name}")
+
+
+def serve(model: CatalogueModel, directory: Path) -> Served:
+    adapter = adapter_for(model)
+    return Served(model, stored_entry(directory), adapter.load_runner(directory, "CPU"),
+                  adapter.load_image_preparer(directory))
 
 
 @pytest.fixture(scope="module", params=OPEN_CLIP_FAMILY_MODELS)
-def served(request: pytest.FixtureRequest) -> Served:
-    model = find_model(request.param)
-    return serve(model, import_model(model, WeightSource("random", tiny=True)))
+def served(request: pytest.FixtureRequest, tiny_import: Callable[[str], Path]) -> Served:
+    return serve(find_model(request.param), tiny_import(request.param))
 
 
 def entry_config(directory: Path) -> dict[str, Any]:
@@ -105,20 +123,22 @@ def full_size_reference(arch: str) -> torch.nn.Module:
 
 @pytest.mark.parametrize("texts", [SHORT_TEXTS, MIXED_TEXTS], ids=["short", "mixed"])
 def test_text_vectors_equal_open_clip(served: Served, texts: list[str]) -> None:
-    vectors = served.runner.encode_text(texts)
+    vectors, expected = served.runner.encode_text(texts), reference_text(served.reference, texts)
     assert vectors.shape == (len(texts), served.model.dimension) and vectors.dtype == np.float32
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
-    assert (unit_cosines(vectors, reference_text(served.reference, texts)) > 0.9999).all()
+    assert (unit_cosines(vectors, expected) > 0.9999).all()
+    assert smallest_gap(expected) > DISTINCT
 
 
 def test_image_vectors_equal_open_clip(served: Served) -> None:
-    images = [random_image(333, 211, seed=1), random_image(180, 320, seed=2)]
+    images = distinct_images()
     pixels = np.stack([served.preparer(image) for image in images])
     size = served.model.image_size
-    assert pixels.shape == (2, size, size, 3) and pixels.dtype == np.uint8
+    assert pixels.shape == (len(images), size, size, 3) and pixels.dtype == np.uint8
     vectors, expected = served.runner.encode_images(pixels), reference_images(served.reference, images)
-    assert vectors.shape == expected.shape == (2, served.model.dimension)
+    assert vectors.shape == expected.shape == (len(images), served.model.dimension)
     assert (unit_cosines(vectors, expected) > 0.9999).all()
+    assert smallest_gap(expected) > DISTINCT
 
 
 def test_reported_dimension_is_the_catalogue_dimension(served: Served) -> None:
@@ -188,21 +208,27 @@ def test_embeddings_api_pipeline_equals_open_clip(served: Served) -> None:
                                    store_tag=str(served.entry.tag))
     texts = ["a photo of a cat", "a diagram"]
     vectors = pipeline_embed(pipeline, {"type": "text", "text": texts})
+    expected = reference_text(served.reference, texts)
     assert vectors.shape == (2, served.model.dimension)
-    assert (unit_cosines(vectors, reference_text(served.reference, texts)) > 0.9999).all()
-    image = random_image(300, 200, seed=4)
-    vector = pipeline_embed(pipeline, {"type": "image_base64", "image_base64": b64(encoded(image))})
-    assert vector.shape == (served.model.dimension,)
-    assert unit_cosines(vector, reference_images(served.reference, [image]))[0] > 0.9999
+    assert (unit_cosines(vectors, expected) > 0.9999).all()
+    assert smallest_gap(expected) > DISTINCT
+    images = [random_image(300, 200, seed=4), solid_image((0, 160, 0))]
+    vectors = np.stack([pipeline_embed(pipeline, {"type": "image_base64", "image_base64": b64(encoded(image))})
+                        for image in images])
+    expected = reference_images(served.reference, images)
+    assert vectors.shape == (2, served.model.dimension)
+    assert (unit_cosines(vectors, expected) > 0.9999).all()
+    assert smallest_gap(expected) > DISTINCT
 
 
 @pytest.mark.parametrize("model_id", ["MobileCLIP/mobileclip_b", "SigLIP/siglip2-vit-b-16"])
-def test_from_dir_imports_an_open_clip_snapshot(model_id: str, tmp_path: Path) -> None:
+def test_from_dir_imports_an_open_clip_snapshot(model_id: str, tmp_path: Path, tiny_import: Callable[[str], Path],
+                                                isolated_model_store: Path) -> None:
     """An hf-hub snapshot / open_clip local-dir (config, weights, tokenizer files) imports
     offline into an entry with the same config, weights and tokens (so, by the parity tests
     above, the same vectors)."""
     model = find_model(model_id)
-    original = Path(import_model(model, WeightSource("random", tiny=True)).path)
+    original = tiny_import(model_id)
     snapshot = tmp_path / "snapshot"
     snapshot.mkdir()
     snapshot_files = {CONFIG_FILE, WEIGHTS_FILE, *TOKENIZER_FILES}
@@ -225,15 +251,15 @@ def test_from_dir_imports_an_open_clip_snapshot(model_id: str, tmp_path: Path) -
 
 
 def test_from_dir_without_the_tokenizer_fails_clearly_before_the_weights(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        isolated_model_store: Path) -> None:
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-hf-cache"))
     model = find_model("SigLIP/siglip2-vit-b-16")
     (tmp_path / "open_clip_model.safetensors").write_bytes(b"not read: the tokenizer check comes first")
-    entries_before = len(bentoml.models.list(model.store_name))
     assert models_cli(["import", model.id, "--from-dir", str(tmp_path)]) == 2
     message = capsys.readouterr().err
     assert "no tokenizer files" in message and "timm/ViT-B-16-SigLIP2" in message
-    assert len(bentoml.models.list(model.store_name)) == entries_before
+    assert bentoml.models.list() == []  # nothing written to the (empty) store
 
 
 @pytest.mark.parametrize("model_id", list(PUBLISHED_PARAMETERS))

