@@ -63,7 +63,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         snippet="transform = image_transform_v2(_preprocess_cfg(directory), is_train=False)",
         replacement=("transform = image_transform_v2(PreprocessCfg(**{**asdict(_preprocess_cfg(directory)), "
                      "'resize_mode': 'squash'}), is_train=False)"),
-        tests=("tests/test_clip_adapter.py::test_preparer_pixels_match_open_clip_preprocessing",),
+        tests=("tests/test_preparers.py::test_preparer_pixels_are_the_families_own",),
         why="the entry-side preparer resizes the shorter side and centre-crops, as open_clip does",
     ),
     Mutation(
