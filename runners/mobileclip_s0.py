@@ -38,7 +38,7 @@ from runners.clip_tokenizer import BoundedSimpleTokenizer
 from runners.centre_crop_guard import guard_for_torchvision
 from runners.devices import torch_device
 from runners.mobileclip_text import MctTextEncoder, TextConfig
-from runners.tiny_towers import CALIBRATION_IMAGES, tiny_network
+from runners.tiny_towers import noise_images, tiny_network
 from runners.torch_io import pixel_tensor, unit_pixels, unit_rows
 from runners.towers import Tower, Towers
 
@@ -133,7 +133,7 @@ def load_apple_state_dict(net: MobileClipS0, state_dict: Mapping[str, torch.Tens
 def _encode_noise(net: MobileClipS0) -> torch.Tensor:
     """``net``'s image features of pixel-noise images in 0..1 (Apple's input range): the sample
     pass that calibrates a tiny tower's batch norms."""
-    return net.encode_image(torch.rand(CALIBRATION_IMAGES, 3, IMAGE_SIZE, IMAGE_SIZE))
+    return net.encode_image(noise_images(IMAGE_SIZE))
 
 
 def _apple_checkpoint(source: WeightSource, model: CatalogueModel) -> Path:

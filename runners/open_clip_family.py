@@ -128,8 +128,7 @@ def _encode_noise(model: CatalogueModel, net: torch.nn.Module) -> torch.Tensor:
     preprocessing normalises (the sample pass that calibrates a tiny tower's batch norms)."""
     preprocess = _entry_preprocess(model, net)
     mean, std = (torch.tensor(values).view(1, 3, 1, 1) for values in (preprocess.mean, preprocess.std))
-    pixels = torch.rand(tiny_towers.CALIBRATION_IMAGES, 3, model.image_size, model.image_size)
-    return net.encode_image((pixels - mean) / std)
+    return net.encode_image((tiny_towers.noise_images(model.image_size) - mean) / std)
 
 
 def _overrides(model_cfg: dict[str, Any], source: WeightSource) -> dict[str, Any]:

@@ -98,6 +98,12 @@ def spread_weights(network: nn.Module, seed: int = TINY_SEED) -> None:
                 parameter.normal_(0.0, gain * parameter[0].numel() ** -0.5, generator=generator)
 
 
+def noise_images(size: int) -> torch.Tensor:
+    """:data:`CALIBRATION_IMAGES` pixel-noise images, ``(N, 3, size, size)`` in 0..1: the sample
+    inputs of the pass that calibrates a tiny image tower's batch norms."""
+    return torch.rand(CALIBRATION_IMAGES, 3, size, size)
+
+
 def calibrate_batch_norms(network: nn.Module, forward: Callable[[], Any]) -> None:
     """Set every batch norm's running statistics to those of the activations that ``forward()``
     (a pass of ``network`` over sample inputs) produces, as training would have.

@@ -18,7 +18,7 @@ import pytest
 from open_clip.tokenizer import SimpleTokenizer
 from PIL import Image
 
-from helpers import TEST_MODEL_ID, embed, vectors_of
+from helpers import TEST_MODEL_ID, embed, embedding_body, vectors_of
 from local_http import serve_routes
 from prometheus_text import observations_above, samples
 from samples import b64, encoded, random_image, reference_images, reference_text, unit_cosines
@@ -40,8 +40,7 @@ def server(tiny_entry: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 
 def post(url: str, item: dict, model: str = MODEL) -> httpx.Response:
-    return httpx.post(f"{url}/embeddings", json={"model": model, "input": item, "encoding_format": "float"},
-                      timeout=60)
+    return httpx.post(f"{url}/embeddings", json=embedding_body(item, model), timeout=60)
 
 
 def test_status_routes(server):

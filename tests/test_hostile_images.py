@@ -29,6 +29,7 @@ from embedding_server.errors import ApiError
 from embedding_server.media.images import decode_image
 from models.catalogue import find_model
 from runners import adapter_for
+from helpers import embed
 from samples import b64, encoded, random_image
 
 REPO = Path(__file__).resolve().parent.parent
@@ -226,9 +227,7 @@ REFUSED = {
 
 @pytest.mark.parametrize("data", list(REFUSED.values()), ids=list(REFUSED))
 def test_formats_outside_the_allow_list_are_422_naming_the_accepted(api_client, data):
-    response = api_client.post("/embeddings", json={
-        "model": "CLIP/clip-vit-b-32", "encoding_format": "float",
-        "input": {"type": "image_base64", "image_base64": b64(data)}})
+    response = embed(api_client, {"type": "image_base64", "image_base64": b64(data)})
     assert response.status_code == 422
     detail = response.json()["detail"]
     assert detail.startswith("Invalid input data: data is not a decodable image")
@@ -284,9 +283,8 @@ def test_image_inputs_ask_for_a_draft_of_twice_the_model_input(api_client, monke
         return draft(self, mode, size)
 
     monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", recording)
-    response = api_client.post("/embeddings", json={
-        "model": "CLIP/clip-vit-b-32", "encoding_format": "float",
-        "input": {"type": "image_base64", "image_base64": b64(encoded(photo_like(1200, 900), "JPEG"))}})
+    photo = b64(encoded(photo_like(1200, 900), "JPEG"))
+    response = embed(api_client, {"type": "image_base64", "image_base64": photo})
     assert response.status_code == 200
     assert requested == [(448, 448)]
 

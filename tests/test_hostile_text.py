@@ -29,7 +29,7 @@ from models.catalogue import find_model
 from runners import clip_tokenizer, mobileclip_s0, open_clip_family, text_embedder
 from runners.clip_tokenizer import BoundedSimpleTokenizer
 from runners.token_budget import budget_groups
-from helpers import TEST_MODEL_ID
+from helpers import TEST_MODEL_ID, embedding_body
 
 def random_word(seed: int, chars: int = 100_000) -> str:
     return "".join(random.Random(seed).choices(string.ascii_lowercase, k=chars))
@@ -74,7 +74,7 @@ def assert_long_words_cost_about_ordinary_words(tokenize: Callable[[list[str]], 
 
 
 def text_request(text, model: str = TEST_MODEL_ID, **extra) -> dict:
-    return {"model": model, "input": {"type": "text", "text": text, **extra}, "encoding_format": "float"}
+    return embedding_body({"type": "text", "text": text, **extra}, model)
 
 
 # --- 1. cost bounded by the context ---------------------------------------------------------

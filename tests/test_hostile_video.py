@@ -21,6 +21,7 @@ import numpy as np
 import orjson
 import pytest
 
+from helpers import embed
 from video_samples import (
     CrashingPreparer,
     HangingPreparer,
@@ -392,8 +393,7 @@ def test_hostile_inputs_through_the_api_are_4xx_json(api, place):
              ({"type": "video_file", "video_path": "narrow.mp4"}, 422, "are too small"),
              ({"type": "video_file", "video_path": "clip.mp4"}, 200, None)]
     for item, status, fragment in cases:
-        response = api.post("/embeddings", json={"model": "CLIP/clip-vit-b-32", "input": item,
-                                                 "encoding_format": "float"})
+        response = embed(api, item)
         assert response.status_code == status, response.text
         if fragment is not None:
             assert fragment in response.json()["detail"]

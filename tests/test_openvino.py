@@ -20,6 +20,7 @@ from models.catalogue import CatalogueModel, find_model
 from models.store import import_model
 from runners import adapter_for, openvino_backend, openvino_export
 from runners.base import EmbeddingRunner, WeightSource
+from helpers import embedding_body
 from samples import DISTINCT, b64, encoded, random_image, smallest_gap, unit_cosines
 from serving import served
 
@@ -237,8 +238,7 @@ def test_served_with_openvino_equals_pytorch(ov_server: str, imported_clip: tupl
     texts = ["a photo of a cat", "a diagram"]
 
     def embed(item: dict) -> np.ndarray:
-        body = {"model": CLIP, "input": item, "encoding_format": "float"}
-        response = httpx.post(f"{ov_server}/embeddings", json=body, timeout=60)
+        response = httpx.post(f"{ov_server}/embeddings", json=embedding_body(item, CLIP), timeout=60)
         assert response.status_code == 200, response.text
         return np.array(response.json()["embedding"])
 

@@ -320,9 +320,7 @@ def test_text_only_service_says_so_in_its_capabilities(entries):
 
 
 def test_instruction_is_refused_by_models_trained_without_one(api_client):
-    response = api_client.post("/embeddings", json={
-        "model": "CLIP/clip-vit-b-32", "encoding_format": "float",
-        "input": {"type": "text", "text": "a cat", "instruction": "Find photos"}})
+    response = embed(api_client, {"type": "text", "text": "a cat", "instruction": "Find photos"})
     assert (response.status_code, response.json()) == (400, {
         "detail": "instruction is only supported by QwenText models; "
                   "the active model CLIP/clip-vit-b-32 embeds texts as given"})
