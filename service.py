@@ -2,40 +2,36 @@
 
 ``bentoml serve`` starts both; the Encoder is reached through ``bentoml.depends``. Concurrent
 requests are merged into shared Encoder calls by the entry's coalescer
-(embedding_server/coalescing.py); the Encoder's adaptive batching (``batchable=True``) can
-merge the calls of several entry workers.
+(embedding_server/encoder/coalescing.py); the Encoder's adaptive batching
+(``batchable=True``) can merge the calls of several entry workers.
+
+This module is the top: it reads the settings once and passes them down
+(embedding_server/composition.py wires the rest). Every worker process imports it, so it
+imports no engine: torch and the model's libraries load in the Encoder's ``__init__`` only.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import bentoml
 import numpy as np
-import torch
 
-from embedding_server import request_timeout
-from embedding_server.api import app
-from embedding_server.coalescing import CoalescingEncoder
-from embedding_server.encoder_client import EncoderConnection
-from embedding_server.failed_rows import embed_isolating
+from embedding_server import composition
+from embedding_server.encoder.client import EncoderConnection
+from embedding_server.encoder.failed_rows import embed_isolating
+from embedding_server.http_api import request_timeout
 from embedding_server.media.local_files import check_video_roots
-from embedding_server.pipeline import EmbeddingPipeline
-from embedding_server.schemas import ModelInfo
+from embedding_server.routes import add_limits, app
 from embedding_server.settings import get_settings
+from importer.store import find_entry, store_tag
 from models.catalogue import find_model
-from models.store import VARIANT_LABEL, WEIGHTS_LABEL, find_entry, store_tag
-from runners import adapter_for, openvino_backend
-from runners.cpu_lanes import sliced_on_cpu
 
 settings = get_settings()
 check_video_roots(settings)  # a symlinked or world-writable video root stops start-up
 MODEL = find_model(settings.model_name)
-ADAPTER = adapter_for(MODEL)
-if settings.use_ov:
-    openvino_backend.check_device(settings.device)  # lists the devices OpenVINO sees otherwise
 ENTRY = find_entry(MODEL)  # fails start-up with the import command when the model is missing
+add_limits(app, settings)
 
 # Raised limits on the callee work around BentoML 1.4.31-1.4.40 recycling the caller's
 # aiohttp session under load ("Connector is closed" above ~100 concurrent calls).
@@ -56,29 +52,12 @@ class Encoder:
     model_ref = bentoml.models.BentoModel(store_tag(MODEL))
 
     def __init__(self) -> None:
-        entry = self.model_ref
-        if settings.torch_threads:  # 0 keeps PyTorch's default: one thread per core
-            torch.set_num_threads(settings.torch_threads)
-        if settings.use_ov:  # converts the entry's encoders on its first start (see README)
-            self.runner = openvino_backend.load_runner(ADAPTER, Path(entry.path), str(entry.tag), settings)
-        else:
-            self.runner = sliced_on_cpu(ADAPTER.load_runner(Path(entry.path), settings.device),
-                                        settings.device, settings.torch_lanes, torch.get_num_threads())
-        self.model_info = ModelInfo(
-            id=MODEL.id,
-            dimension=self.runner.dimension,
-            modalities=list(MODEL.modalities),
-            image_size=MODEL.image_size,
-            context_length=MODEL.context_length,
-            device=self.runner.device or settings.device,
-            backend=self.runner.backend,
-            weights=entry.info.labels.get(WEIGHTS_LABEL, "pretrained"),
-            variant=entry.info.labels.get(VARIANT_LABEL, "full"),
-            store_tag=str(entry.tag),
-        )
+        entry = composition.StoredEntry.of(self.model_ref)
+        self.runner = composition.load_runner(MODEL, entry, settings)
+        self.model_info = composition.model_info(MODEL, self.runner, entry, settings.device)
 
     # A batch merges several callers' items: an item the model fails on comes back as a NaN
-    # row instead of failing the whole batch (embedding_server/failed_rows.py).
+    # row instead of failing the whole batch (embedding_server/encoder/failed_rows.py).
     @bentoml.api(batchable=True, max_batch_size=settings.text_max_batch_size,
                  max_latency_ms=settings.max_latency_ms)
     def encode_text(self, texts: list[str]) -> np.ndarray:
@@ -110,7 +89,5 @@ class EmbeddingService:
     encoder = bentoml.depends(Encoder)
 
     def __init__(self) -> None:
-        preparer = ADAPTER.load_image_preparer(Path(ENTRY.path)) if MODEL.supports_images else None
-        # Concurrent requests share Encoder calls (one in flight per modality): see coalescing.py.
-        encoder = CoalescingEncoder(EncoderConnection(self.encoder), settings)
-        self.pipeline = EmbeddingPipeline(MODEL, encoder, preparer, settings)
+        preparer = composition.load_preparer(MODEL, composition.StoredEntry.of(ENTRY).directory)
+        self.pipeline = composition.build_pipeline(MODEL, preparer, EncoderConnection(self.encoder), settings)

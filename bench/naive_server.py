@@ -20,10 +20,10 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from embedding_server.composition import StoredEntry, load_preparer  # noqa: E402
 from embedding_server.media.images import decode_base64, decode_image  # noqa: E402
+from importer.store import find_entry  # noqa: E402
 from models.catalogue import find_model  # noqa: E402
-from models.store import find_entry  # noqa: E402
-from runners import adapter_for  # noqa: E402
 
 MAX_BYTES = 32 * 1024 * 1024
 MAX_PIXELS = 64_000_000
@@ -34,10 +34,9 @@ class NaiveEmbedder:
 
     def __init__(self, model_id: str) -> None:
         model = find_model(model_id)
-        adapter = adapter_for(model)
-        directory = Path(find_entry(model).path)
-        self._runner = adapter.load_runner(directory, "CPU")
-        self._prepare = adapter.load_image_preparer(directory) if model.supports_images else None
+        directory = StoredEntry.of(find_entry(model)).directory
+        self._runner = model.adapter.load_runner(directory)
+        self._prepare = load_preparer(model, directory)
         self._lock = threading.Lock()
 
     def embed(self, item: dict) -> np.ndarray:

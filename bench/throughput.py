@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import datetime
 import functools
 import io
 import os
@@ -46,12 +45,12 @@ import orjson
 import psutil
 from PIL import Image
 
-BENCH = Path(__file__).resolve().parent
-REPO = BENCH.parent
-sys.path[:0] = [str(REPO), str(REPO / "tests")]
+from machine import cpu_description
+from results_file import RESULTS, command_line, publish, section_head, service_tuning, tuning_text
+from server_process import REPO, free_port, serve_command, start, stop, wait_until_ready
 
-from results_file import command_line, write_section  # noqa: E402
-from serving import free_port, serve_command, start, stop, wait_until_ready  # noqa: E402
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(REPO))  # the project's packages, imported where they are used
 
 DEFAULT_MODEL = "CLIP/clip-vit-b-32"
 SECTION = "## Throughput under concurrency"
@@ -203,31 +202,30 @@ def _rate(call: Callable[[], None], items: int, seconds: float) -> tuple[float, 
 class BareModel:
     """The adapter's own runner in this process, with the benchmark's inputs preprocessed, run
     two ways: each batch whole on all threads (PyTorch's default), and as the service runs it on
-    the CPU, in concurrent single-threaded slices (``runners/cpu_lanes.py``)."""
+    the CPU, in concurrent single-threaded slices (``runners/backends/cpu_lanes.py``)."""
 
     def __init__(self, plan: Plan, images: list[bytes], queries: list[str]) -> None:
         import torch
 
+        from embedding_server.composition import StoredEntry, load_preparer
+        from embedding_server.settings import load_settings
+        from importer.store import find_entry
         from models.catalogue import TEXT, find_model
-        from models.store import find_entry
-        from runners import adapter_for
-        from embedding_server.settings import get_settings
-        from runners.cpu_lanes import MIN_SLICE, SlicedRunner, sliced_on_cpu
+        from runners.backends.cpu_lanes import MIN_SLICE, SlicedRunner, sliced_on_cpu
 
         model = find_model(plan.model)
-        adapter = adapter_for(model)
-        directory = Path(find_entry(model).path)
-        whole = adapter.load_runner(directory, "CPU")
+        directory = StoredEntry.of(find_entry(model)).directory
+        whole = model.adapter.load_runner(directory)
         self.variants = {"whole": whole}
         self.smallest_sliced = 0
-        sliced = sliced_on_cpu(whole, "CPU", get_settings().torch_lanes, torch.get_num_threads())
+        sliced = sliced_on_cpu(whole, "CPU", load_settings().torch_lanes, torch.get_num_threads())
         if isinstance(sliced, SlicedRunner):  # as the service runs it, EMBEDDING_TORCH_LANES included
             self.variants[f"{sliced.lanes} slices"] = sliced
             self.smallest_sliced = sliced.lanes * MIN_SLICE
         self.seconds = plan.ceiling_s
         self.encoders: dict[str, tuple[tuple[int, ...], Callable[[object, int], object]]] = {}
-        if model.supports_images:
-            prepare = adapter.load_image_preparer(directory)
+        prepare = load_preparer(model, directory)
+        if prepare is not None:
             pixels = np.stack([prepare(Image.open(io.BytesIO(data)).convert("RGB")) for data in images])
             pool = np.concatenate([pixels] * (max(IMAGE_BATCHES) // len(pixels) + 1))
             self.encoders["image"] = IMAGE_BATCHES, lambda runner, n: runner.encode_images(pool[:n])
@@ -379,9 +377,7 @@ def run(plan: Plan, home: Path) -> tuple[dict[str, ModalityResult], dict[str, st
     results = {modality: ModalityResult(modality, best_of(first[modality], bare.sweep(modality)),
                                         service[modality], naive[modality])
                for modality in bare.encoders}
-    tuning = {key: value for key, value in sorted(os.environ.items())
-              if key.startswith("EMBEDDING_") and key != "EMBEDDING_MODEL_NAME"}
-    return results, tuning
+    return results, service_tuning()
 
 
 # --------------------------------------------------------------------------- report
@@ -457,28 +453,21 @@ def target_lines(results: dict[str, ModalityResult]) -> list[str]:
 def machine() -> str:
     import torch
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor() or "unknown CPU")
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (f"{os.cpu_count()} cores ({cpu}), {gpu}, Python {platform.python_version()}, "
+    return (f"{cpu_description()}, {gpu}, Python {platform.python_version()}, "
             f"torch {torch.__version__}, torch threads {torch.get_num_threads()}")
 
 
 def section(plan: Plan, results: dict[str, ModalityResult], tuning: dict[str, str], command: str,
             plot_name: str | None) -> str:
-    settings = ", ".join(f"`{key}={value}`" for key, value in tuning.items()) or "defaults"
     lines = [
-        SECTION,
-        "",
-        f"Generated by `{command}` on {datetime.date.today().isoformat()}.",
-        "",
-        f"- Machine: {machine()}.",
+        *section_head(SECTION, command, machine()),
         "- \"other load\": CPU cores used meanwhile by processes outside the benchmark (and stolen by "
         "the hypervisor). Where it is not near 0 the machine was shared and the throughputs are low. "
         "CPU ms/item (all processes of a server, warm-up and drain included) is much less disturbed: "
         "(b) CPU / (a) CPU is the service's CPU efficiency against the bare loop's cheapest batch.",
         f"- Model: {plan.model}, random weights{' (tiny variant)' if plan.tiny else ' (full size)'}; "
-        f"service settings: {settings}.",
+        f"service settings: {tuning_text(tuning)}.",
         f"- Closed loop: each of N clients sends its next request when the previous one answers. "
         f"A cell's window opens once N answers are back and lasts {plan.window_s:g} s or "
         f"{plan.max_requests} answers; throughput counts successful answers in the window.",
@@ -550,7 +539,7 @@ def main(argv: list[str] | None = None) -> int:
                 window_s=args.window or (2.0 if args.quick else 15.0),
                 max_requests=300 if args.quick else 3000,
                 ceiling_s=0.5 if args.quick else 3.0)
-    results_path = args.results or (None if args.quick else BENCH / "RESULTS.md")
+    results_path = args.results or (None if args.quick else RESULTS)
     home = Path(tempfile.mkdtemp(prefix="bench-home-"))
     started = time.monotonic()
     try:
@@ -560,11 +549,10 @@ def main(argv: list[str] | None = None) -> int:
     command = command_line("throughput.py", argv)
     plot_path = results_path.with_name("throughput.png") if results_path else None
     text = section(plan, results, tuning, command, plot_path.name if plot_path else None)
-    print("\n" + text)
-    if results_path:
+    publish(text, SECTION, results_path)
+    if plot_path:
         plot(results, plot_path, plan.model)
-        write_section(results_path, SECTION, text)
-        print(f"wrote {results_path} and {plot_path}")
+        print(f"wrote {plot_path}")
     print(f"total {time.monotonic() - started:.0f} s")
     return 0
 

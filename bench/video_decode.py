@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import platform
 import resource
 import subprocess
@@ -32,6 +31,8 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+
+from machine import cpu_description
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
@@ -91,7 +92,7 @@ def measure(name: str, path: Path) -> dict[str, object]:
 
     from embedding_server.media.frame_selection import select_frames
     from embedding_server.media.video import VideoFile
-    from embedding_server.schemas import SegmentConfig
+    from embedding_server.http_api.schemas import SegmentConfig
     from embedding_server.settings import Settings
 
     wanted = select_frames(SegmentConfig(), FRAMES, FPS, Settings(video_default_num_frames=64))
@@ -122,13 +123,6 @@ def run_measurement(name: str, path: Path) -> dict[str, object]:
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gop", type=int, action="append", help="key-frame interval (repeatable)")
@@ -140,8 +134,7 @@ def main() -> None:
         print(json.dumps(measure(args.measure, args.video)))
         return
     OUT.mkdir(parents=True, exist_ok=True)
-    print(f"# {cpu_model()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-          f"{time.strftime('%Y-%m-%d')}")
+    print(f"# {cpu_description()}, Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}")
     results = {}
     for gop in args.gop or [250, 60]:
         path = OUT / f"video-{MINUTES}min-{HEIGHT}p-{FPS}fps-gop{gop}.mp4"

@@ -7,16 +7,14 @@ loop stays free; only compact uint8 pixel arrays and strings go to the Encoder.
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
 
 import numpy as np
 
-from embedding_server.encoding import Embedding, encode_embedding
-from embedding_server.errors import ApiError, InvalidInput
-from embedding_server.failed_rows import check_embedded
-from embedding_server.media.images import decode_base64, decode_image
-from embedding_server.media.remote import fetch_url
-from embedding_server.schemas import (
+from embedding_server.encoder.failed_rows import check_embedded
+from embedding_server.encoder.protocol import EncoderClient
+from embedding_server.http_api.encoding import Embedding, encode_embedding
+from embedding_server.http_api.errors import ApiError, InvalidInput
+from embedding_server.http_api.schemas import (
     VIDEO_INPUTS,
     EmbeddingRequest,
     ImageBase64Input,
@@ -24,20 +22,12 @@ from embedding_server.schemas import (
     ModelInfo,
     TextInput,
 )
+from embedding_server.media.images import decode_base64, decode_image
+from embedding_server.media.remote import fetch_url
+from embedding_server.media.video_inputs import VideoEmbedder
 from embedding_server.settings import Settings
-from embedding_server.video_inputs import VideoEmbedder
 from models.catalogue import CATALOGUE, CatalogueModel
-from runners.base import ImagePreparer
-
-
-class EncoderClient(Protocol):
-    """The Encoder service as the entry service sees it."""
-
-    async def encode_text(self, texts: list[str]) -> np.ndarray: ...
-
-    async def encode_images(self, pixels: np.ndarray) -> np.ndarray: ...
-
-    async def info(self) -> ModelInfo: ...
+from runners.contract import ImagePreparer
 
 
 def model_mismatch(requested: str, loaded: str) -> ApiError:

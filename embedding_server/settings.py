@@ -9,17 +9,22 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import operator
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Callable, Literal, TypeVar
 
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from embedding_server.validation_errors import ErrorItem, describe_errors
+from runners.contract import DEFAULT_TEXT_TOKEN_BUDGET, DEFAULT_TEXT_TOKEN_CAP
+
 ENV_PREFIX = "EMBEDDING_"
 DEVICE_PATTERN = re.compile(r"^(CPU|GPU|GPU\.\d+|AUTO)$")
 MiB = 1024 * 1024
+T = TypeVar("T", int, float)
 
 
 class SettingsError(ValueError):
@@ -83,7 +88,7 @@ class Settings(BaseSettings):
     max_text_chars: int = Field(100_000, ge=1)
     # Long-context text embedders (QwenText) truncate texts at this many tokens, or at the
     # model's own maximum when smaller; short-context models cut at their context length.
-    text_token_cap: int = Field(8192, ge=1)
+    text_token_cap: int = Field(DEFAULT_TEXT_TOKEN_CAP, ge=1)
 
     # --- hostile input: text ---
     # The entry service cuts each text to (the model's token limit x this) characters: only
@@ -95,7 +100,7 @@ class Settings(BaseSettings):
     max_request_text_chars: int = Field(4 * MiB, ge=1)
     # Padded tokens per forward pass of long-context text embedders (QwenText): a batch of long
     # texts runs as consecutive forward passes of at most this many (one text may exceed it).
-    text_token_budget: int = Field(16_384, ge=1)
+    text_token_budget: int = Field(DEFAULT_TEXT_TOKEN_BUDGET, ge=1)
 
     # --- hostile input: images ---
     # A JPEG image input is decoded at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling) when both
@@ -113,7 +118,7 @@ class Settings(BaseSettings):
     entry_workers: int = Field(1, ge=1, le=64)  # entry-service processes (decoding, HTTP)
     torch_threads: int = Field(0, ge=0, le=1024)  # Encoder intra-op threads; 0: PyTorch's default
     # PyTorch on the CPU: a batch runs as this many concurrent single-threaded slices
-    # (runners/cpu_lanes.py); 1 runs every batch whole on all threads.
+    # (runners/backends/cpu_lanes.py); 1 runs every batch whole on all threads.
     torch_lanes: int = Field(2, ge=1, le=1024)
 
     # --- hostile input: http ---
@@ -164,18 +169,14 @@ class Settings(BaseSettings):
     @field_validator("video_default_num_frames")
     @classmethod
     def _default_within_cap(cls, value: int, info: ValidationInfo) -> int:
-        cap = info.data.get("max_frames_per_request")
-        if cap is not None and value > cap:
-            raise ValueError(f"exceeds EMBEDDING_MAX_FRAMES_PER_REQUEST ({cap})")
-        return value
+        return _checked_against(value, info, "max_frames_per_request", operator.le,
+                                "exceeds EMBEDDING_MAX_FRAMES_PER_REQUEST ({limit:g})")
 
     @field_validator("body_timeout_s")
     @classmethod
     def _body_deadline_before_request_deadline(cls, value: float, info: ValidationInfo) -> float:
-        limit = info.data.get("request_timeout_s")
-        if limit is not None and value >= limit:
-            raise ValueError(f"must be below EMBEDDING_REQUEST_TIMEOUT_S ({limit:g})")
-        return value
+        return _checked_against(value, info, "request_timeout_s", operator.lt,
+                                "must be below EMBEDDING_REQUEST_TIMEOUT_S ({limit:g})")
 
     @field_validator("url_allowed_hosts", mode="before")
     @classmethod
@@ -193,12 +194,22 @@ class Settings(BaseSettings):
         return tuple(entry.lower() for entry in value)
 
 
+def _checked_against(value: T, info: ValidationInfo, other: str, holds: Callable[[T, T], bool], message: str) -> T:
+    """``value`` if ``holds(value, <field other>)`` (or that field is itself invalid), else a
+    ``ValueError`` of ``message`` formatted with ``limit``."""
+    limit = info.data.get(other)
+    if limit is not None and not holds(value, limit):
+        raise ValueError(message.format(limit=limit))
+    return value
+
+
+def _variable(item: ErrorItem) -> str:
+    field = str(item["loc"][0]) if item["loc"] else "?"
+    return f"{ENV_PREFIX}{field.upper()}={item.get('input')!r}"
+
+
 def _describe(error: ValidationError) -> str:
-    problems = []
-    for item in error.errors():
-        field = str(item["loc"][0]) if item["loc"] else "?"
-        problems.append(f"{ENV_PREFIX}{field.upper()}={item.get('input')!r}: {item['msg']}")
-    return "Invalid configuration: " + "; ".join(problems)
+    return "Invalid configuration: " + describe_errors(error.errors(), _variable)
 
 
 def load_settings() -> Settings:

@@ -1,9 +1,22 @@
-"""The 19 models of the API, with what it takes to import and serve each one."""
+"""The 19 models of the API, with what it takes to import and serve each one.
+
+A row names its family's adapter (:mod:`runners.families`) and the checkpoint's facts: what
+fetching its weights takes (``upstream``) and the architecture facts the family cannot look up
+offline (:mod:`models.architectures`).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Any, Mapping
+
+from models import architectures as arch
+from runners.contract import FamilyAdapter
+from runners.families.blip2 import BLIP2
+from runners.families.chinese_clip import CHINESE_CLIP
+from runners.families.mobileclip_s0 import MOBILECLIP_S0
+from runners.families.open_clip import OPEN_CLIP
+from runners.families.text_embedder import TEXT_EMBEDDER
 
 TEXT = "text"
 IMAGE = "image"
@@ -16,16 +29,18 @@ TEXT_ONLY = (TEXT,)
 class CatalogueModel:
     """One servable model.
 
-    ``adapter`` names the runner module in ``runners/`` that imports and serves the model;
-    ``upstream`` is what that adapter needs to fetch the real weights (an open_clip
-    architecture and pretrained tag, or a Hugging Face repository id).
+    ``adapter`` is the family that imports and serves the model; ``upstream`` is what it needs
+    to fetch the real weights (an open_clip architecture and pretrained tag, or a Hugging Face
+    repository id); ``architecture`` the checkpoint's architecture where the family cannot
+    build it offline otherwise (Hugging Face ``config.json`` fields); ``tiny`` how its tiny
+    test variant shrinks beyond the family's own rule (a timm tower's arguments).
     ``instruction_template``, for models trained with task instructions, formats a text
     input's optional ``instruction`` with its text (``{instruction}``, ``{text}``).
     """
 
     family: str
     name: str
-    adapter: str
+    adapter: FamilyAdapter
     upstream: Mapping[str, str]
     dimension: int
     image_size: int | None
@@ -33,6 +48,8 @@ class CatalogueModel:
     modalities: tuple[str, ...] = MULTIMODAL
     notes: str = field(default="", compare=False)
     instruction_template: str | None = None
+    architecture: Mapping[str, Any] = field(default_factory=dict)
+    tiny: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def id(self) -> str:
@@ -49,14 +66,15 @@ class CatalogueModel:
         return IMAGE in self.modalities
 
 
-def _open_clip(family: str, name: str, arch: str, pretrained: str, dim: int, size: int,
-               context: int = 77, **extra: str) -> CatalogueModel:
-    return CatalogueModel(family, name, "open_clip", {"arch": arch, "pretrained": pretrained, **extra},
-                          dim, size, context)
+def _open_clip(family: str, name: str, architecture: str, pretrained: str, dim: int, size: int,
+               context: int = 77, tiny_timm: Mapping[str, Any] | None = None) -> CatalogueModel:
+    return CatalogueModel(family, name, OPEN_CLIP, {"arch": architecture, "pretrained": pretrained},
+                          dim, size, context, tiny=tiny_timm or {})
 
 
-def _hf(family: str, name: str, adapter: str, repo: str, dim: int, size: int, context: int) -> CatalogueModel:
-    return CatalogueModel(family, name, adapter, {"repo": repo}, dim, size, context)
+def _hf(family: str, name: str, adapter: FamilyAdapter, repo: str, dim: int, size: int, context: int,
+        architecture: Mapping[str, Any]) -> CatalogueModel:
+    return CatalogueModel(family, name, adapter, {"repo": repo}, dim, size, context, architecture=architecture)
 
 
 # Qwen3-Embedding's query format (``get_detailed_instruct`` of its model card).
@@ -64,39 +82,45 @@ QWEN3_INSTRUCTION = "Instruct: {instruction}\nQuery:{text}"
 
 
 def _text_embedder(family: str, name: str, repo: str, dim: int, context: int, pooling: str,
-                   instruction_template: str | None = None) -> CatalogueModel:
-    return CatalogueModel(family, name, "text_embedder", {"repo": repo, "pooling": pooling}, dim, None,
-                          context, TEXT_ONLY, instruction_template=instruction_template)
+                   architecture: Mapping[str, Any], instruction_template: str | None = None) -> CatalogueModel:
+    return CatalogueModel(family, name, TEXT_EMBEDDER, {"repo": repo, "pooling": pooling}, dim, None,
+                          context, TEXT_ONLY, instruction_template=instruction_template,
+                          architecture=architecture)
 
 
 CATALOGUE: tuple[CatalogueModel, ...] = (
-    CatalogueModel("MobileCLIP", "mobileclip_s0", "mobileclip_s0", {"repo": "apple/MobileCLIP-S0"},
+    CatalogueModel("MobileCLIP", "mobileclip_s0", MOBILECLIP_S0, {"repo": "apple/MobileCLIP-S0"},
                    512, 256, 77),
-    _open_clip("MobileCLIP", "mobileclip_s1", "MobileCLIP-S1", "datacompdr", 512, 256),
-    _open_clip("MobileCLIP", "mobileclip_s2", "MobileCLIP-S2", "datacompdr", 512, 256),
-    _open_clip("MobileCLIP", "mobileclip_b", "MobileCLIP-B", "datacompdr", 512, 224),
-    _open_clip("MobileCLIP", "mobileclip_blt", "MobileCLIP-B", "datacompdr_lt", 512, 224),
+    _open_clip("MobileCLIP", "mobileclip_s1", "MobileCLIP-S1", "datacompdr", 512, 256,
+               tiny_timm=arch.TINY_FASTVIT_MCI1),
+    _open_clip("MobileCLIP", "mobileclip_s2", "MobileCLIP-S2", "datacompdr", 512, 256,
+               tiny_timm=arch.TINY_FASTVIT_MCI2),
+    _open_clip("MobileCLIP", "mobileclip_b", "MobileCLIP-B", "datacompdr", 512, 224, tiny_timm=arch.TINY_TIMM_VIT),
+    _open_clip("MobileCLIP", "mobileclip_blt", "MobileCLIP-B", "datacompdr_lt", 512, 224,
+               tiny_timm=arch.TINY_TIMM_VIT),
     _open_clip("CLIP", "clip-vit-b-32", "ViT-B-32", "laion2b_s34b_b79k", 512, 224),
     _open_clip("CLIP", "clip-vit-b-16", "ViT-B-16", "openai", 512, 224),
     _open_clip("CLIP", "clip-vit-l-14", "ViT-L-14", "datacomp_xl_s13b_b90k", 768, 224),
     _open_clip("CLIP", "clip-vit-h-14", "ViT-H-14", "laion2b_s32b_b79k", 1024, 224),
-    _hf("CN-CLIP", "cn-clip-vit-b-16", "chinese_clip", "OFA-Sys/chinese-clip-vit-base-patch16",
-        512, 224, 52),
-    _hf("CN-CLIP", "cn-clip-vit-l-14", "chinese_clip", "OFA-Sys/chinese-clip-vit-large-patch14",
-        768, 224, 52),
-    _hf("CN-CLIP", "cn-clip-vit-h-14", "chinese_clip", "OFA-Sys/chinese-clip-vit-huge-patch14",
-        1024, 224, 52),
-    _open_clip("SigLIP", "siglip2-vit-b-16", "ViT-B-16-SigLIP2", "webli", 768, 224, 64),
-    _open_clip("SigLIP", "siglip2-vit-l-16", "ViT-L-16-SigLIP2-256", "webli", 1024, 256, 64),
+    _hf("CN-CLIP", "cn-clip-vit-b-16", CHINESE_CLIP, "OFA-Sys/chinese-clip-vit-base-patch16",
+        512, 224, 52, arch.CN_CLIP_VIT_B_16),
+    _hf("CN-CLIP", "cn-clip-vit-l-14", CHINESE_CLIP, "OFA-Sys/chinese-clip-vit-large-patch14",
+        768, 224, 52, arch.CN_CLIP_VIT_L_14),
+    _hf("CN-CLIP", "cn-clip-vit-h-14", CHINESE_CLIP, "OFA-Sys/chinese-clip-vit-huge-patch14",
+        1024, 224, 52, arch.CN_CLIP_VIT_H_14),
+    _open_clip("SigLIP", "siglip2-vit-b-16", "ViT-B-16-SigLIP2", "webli", 768, 224, 64,
+               tiny_timm=arch.TINY_TIMM_VIT),
+    _open_clip("SigLIP", "siglip2-vit-l-16", "ViT-L-16-SigLIP2-256", "webli", 1024, 256, 64,
+               tiny_timm=arch.TINY_TIMM_VIT),
     _open_clip("SigLIP", "siglip2-so400m-patch16-384", "ViT-SO400M-16-SigLIP2-384", "webli",
-               1152, 384, 64),
-    _hf("Blip2", "blip2_transformers", "blip2", "Salesforce/blip2-itm-vit-g", 256, 224, 32),
+               1152, 384, 64, tiny_timm=arch.TINY_TIMM_VIT),
+    _hf("Blip2", "blip2_transformers", BLIP2, "Salesforce/blip2-itm-vit-g", 256, 224, 32, arch.BLIP2_ITM_VIT_G),
     _text_embedder("QwenText", "qwen3-embedding-0.6b", "Qwen/Qwen3-Embedding-0.6B", 1024, 32768,
-                   "lasttoken", QWEN3_INSTRUCTION),
+                   "lasttoken", arch.QWEN3_EMBEDDING_0_6B, QWEN3_INSTRUCTION),
     _text_embedder("QwenText", "qwen3-embedding-4b", "Qwen/Qwen3-Embedding-4B", 2560, 32768,
-                   "lasttoken", QWEN3_INSTRUCTION),
+                   "lasttoken", arch.QWEN3_EMBEDDING_4B, QWEN3_INSTRUCTION),
     _text_embedder("QwenText", "qwen3-embedding-8b", "Qwen/Qwen3-Embedding-8B", 4096, 32768,
-                   "lasttoken", QWEN3_INSTRUCTION),
+                   "lasttoken", arch.QWEN3_EMBEDDING_8B, QWEN3_INSTRUCTION),
 )
 
 

@@ -41,8 +41,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 def tiny_entry() -> Path:
     """Directory of the tiny random-weight CLIP entry in the session's model store."""
     from models.catalogue import find_model
-    from models.store import ModelNotImported, find_entry, import_model
-    from runners.base import WeightSource
+    from importer.store import ModelNotImported, find_entry, import_model
+    from runners.contract import WeightSource
 
     model = find_model(TEST_MODEL_ID)
     try:
@@ -113,8 +113,8 @@ def tiny_import() -> Callable[[str], Path]:
     imported once per session into a BentoML home of its own (``entry.parents[2]``, usable
     as ``BENTOML_HOME`` by a served subprocess), never into the session store."""
     from models.catalogue import find_model
-    from models.store import import_model
-    from runners.base import WeightSource
+    from importer.store import import_model
+    from runners.contract import WeightSource
 
     imported: dict[str, Path] = {}
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import contextmanager
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -30,12 +32,13 @@ def vectors_of(response: Any) -> np.ndarray:
 
 
 def model_info(model: Any, dimension: int, store_tag: str = "test") -> Any:
-    """The ``ModelInfo`` an Encoder would report for a tiny random-weight ``model`` on CPU."""
-    from embedding_server.schemas import ModelInfo
+    """The ``ModelInfo`` an Encoder would report for a tiny random-weight ``model`` on CPU
+    with PyTorch."""
+    from embedding_server.composition import StoredEntry, model_info as encoder_model_info
 
-    return ModelInfo(id=model.id, dimension=dimension, modalities=list(model.modalities),
-                     image_size=model.image_size, context_length=model.context_length, device="CPU",
-                     backend="pytorch", weights="random", variant="tiny", store_tag=store_tag)
+    runner = SimpleNamespace(dimension=dimension, device=None, backend="pytorch")
+    entry = StoredEntry(Path("."), store_tag, {"weights": "random", "variant": "tiny"})
+    return encoder_model_info(model, runner, entry, "CPU")
 
 
 class InProcessEncoder:
@@ -56,17 +59,18 @@ class InProcessEncoder:
 
 def in_process_pipeline(model: Any, runner: Any, preparer: Any, settings: Any = None,
                         store_tag: str = "test") -> Any:
-    """The real ``EmbeddingPipeline`` of ``model`` over an :class:`InProcessEncoder`."""
-    from embedding_server.pipeline import EmbeddingPipeline
-    from embedding_server.settings import get_settings
+    """The entry service's pipeline of ``model`` (as ``service.py`` composes it) over an
+    :class:`InProcessEncoder`."""
+    from embedding_server.composition import build_pipeline
+    from embedding_server.settings import load_settings
 
     encoder = InProcessEncoder(runner, model_info(model, runner.dimension, store_tag))
-    return EmbeddingPipeline(model, encoder, preparer, settings or get_settings())
+    return build_pipeline(model, preparer, encoder, settings or load_settings())
 
 
 def pipeline_embed(pipeline: Any, item: dict[str, Any]) -> np.ndarray:
     """``pipeline.embed`` of one item, outside any server."""
-    from embedding_server.schemas import EmbeddingRequest
+    from embedding_server.http_api.schemas import EmbeddingRequest
 
     request = EmbeddingRequest(model=pipeline.model.id, input=item, encoding_format="float")
     return np.asarray(asyncio.run(pipeline.embed(request)))
@@ -76,7 +80,7 @@ def pipeline_embed(pipeline: Any, item: dict[str, Any]) -> np.ndarray:
 def pipeline_overridden(dependency: Callable[..., Any]) -> Iterator[None]:
     """The public app takes its pipeline from ``dependency`` (a FastAPI dependency) inside the
     block, and whatever it took before afterwards. Use the ``use_pipeline`` fixture in tests."""
-    from embedding_server.api import app, current_pipeline
+    from embedding_server.routes import app, current_pipeline
 
     before = app.dependency_overrides.get(current_pipeline)
     app.dependency_overrides[current_pipeline] = dependency

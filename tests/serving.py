@@ -1,74 +1,22 @@
-"""Start, probe and stop a real ``bentoml serve`` subprocess (end-to-end tests, benchmarks)."""
+"""Test helpers around a real ``bentoml serve`` subprocess (end-to-end tests); the process
+plumbing itself is :mod:`bench.server_process`, shared with the benchmarks."""
 
 from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
-import sys
-import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
-import httpx
 import psutil
 
-REPO = Path(__file__).resolve().parents[1]
-START_TIMEOUT_S = 180
+from bench.server_process import (REPO, START_TIMEOUT_S, free_port, poll, serve_command, service_worker, start,
+                                  stop, wait_until_ready)
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def serve_command() -> list[str]:
-    return [sys.executable, "-m", "bentoml", "serve", "service:EmbeddingService", "--host", "127.0.0.1"]
-
-
-def start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    """Run ``command`` in the repository, in its own process group, output to ``log``."""
-    with open(log, "wb") as output:
-        return subprocess.Popen(command, cwd=REPO, env=env, stdout=output,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def stop(process: subprocess.Popen) -> None:
-    """Stop the server's whole process group (arbiter and workers)."""
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=30)
-
-
-def wait_until_ready(url: str, process: subprocess.Popen, log: Path, path: str = "/readyz") -> None:
-    """Poll ``path`` (by default ``/readyz``: entry service and its Encoder) until it answers 200."""
-    def ready() -> bool:
-        if process.poll() is not None:
-            raise AssertionError(f"server exited with {process.returncode}:\n{log.read_text()[-4000:]}")
-        try:
-            return httpx.get(f"{url}{path}", timeout=2).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    if not poll(ready, START_TIMEOUT_S, interval_s=0.5):
-        raise AssertionError(f"server not ready after {START_TIMEOUT_S}s:\n{log.read_text()[-4000:]}")
-
-
-def poll(done: Callable[[], bool], timeout_s: float, interval_s: float) -> bool:
-    """Bounded polling: True as soon as ``done()`` is, False once ``timeout_s`` has passed."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if done():
-            return True
-        time.sleep(interval_s)  # polling interval of a bounded wait, not synchronisation
-    return False
+__all__ = ["REPO", "START_TIMEOUT_S", "arbiter_paused", "free_port", "poll", "serve_command", "served",
+           "service_worker", "start", "stop", "tree_rss_bytes", "wait_for_status", "wait_until_ready"]
 
 
 @contextmanager
@@ -95,23 +43,6 @@ def tree_rss_bytes(pid: int) -> int:
         except psutil.NoSuchProcess:
             pass
     return total
-
-
-def service_worker(server_pid: int, service_name: str) -> psutil.Process:
-    """The one live worker process of BentoML service ``service_name`` (``encoder``,
-    ``embedding_service``) under the server ``server_pid``, found by its command line."""
-    workers = [child for child in psutil.Process(server_pid).children(recursive=True)
-               if _service_name(child) == service_name]
-    assert len(workers) == 1, f"expected one {service_name} worker, found {workers}"
-    return workers[0]
-
-
-def _service_name(process: psutil.Process) -> str | None:
-    try:
-        command = process.cmdline()
-    except psutil.Error:  # exited meanwhile, or a zombie its parent has not reaped yet
-        return None
-    return command[command.index("--service-name") + 1] if "--service-name" in command[:-1] else None
 
 
 def wait_for_status(process: psutil.Process, statuses: set[str], timeout_s: float = 30) -> None:

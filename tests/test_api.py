@@ -222,8 +222,8 @@ class _UnreachableEncoder:
 
 @pytest.fixture
 def client_without_model(service_module, use_pipeline):
-    from embedding_server.api import app
-    from embedding_server.encoder_client import EncoderConnection
+    from embedding_server.routes import app
+    from embedding_server.encoder.client import EncoderConnection
     from embedding_server.pipeline import EmbeddingPipeline
 
     use_pipeline(EmbeddingPipeline(service_module.MODEL, EncoderConnection(_UnreachableEncoder()), None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
 
-from embedding_server.body_limit import BodyLimitMiddleware
+from embedding_server.http_api.body_limit import BodyLimitMiddleware
 
 CAP = 1000
 

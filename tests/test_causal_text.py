@@ -6,14 +6,20 @@ import open_clip
 import pytest
 import torch
 
-from runners.causal_text import encode_text_trimmed, trimmable
-from runners.open_clip_family import load_runner
+from runners.families.causal_text import encode_trimmed, trim, trimmable
+from runners.families.open_clip import OPEN_CLIP
 from samples import DISTINCT, reference_text, smallest_gap, unit_cosines
 
 TINY_VISION = {"width": 64, "layers": 1, "head_width": 32, "patch_size": 32, "image_size": 224}
 TINY_TEXT = {"width": 64, "layers": 2, "heads": 2}
 TEXTS = ["", "a cat", "a photo of two dogs playing in the snow at night",
          " ".join(["a very long caption that the tokenizer truncates"] * 20)]
+
+
+def encode_text_trimmed(model: open_clip.CLIP, tokens: torch.Tensor) -> torch.Tensor:
+    """``model.encode_text(tokens)`` as the runner computes it: on the positions up to the
+    batch's last pooled one."""
+    return encode_trimmed(model, trim(model, tokens))
 
 
 def tiny_clip(**text_overrides: object) -> torch.nn.Module:
@@ -49,7 +55,7 @@ def test_short_batches_run_fewer_positions(reference_clip):
 
 
 def test_runner_text_equals_open_clip(tiny_entry, reference_clip):
-    vectors, expected = load_runner(tiny_entry, "CPU").encode_text(TEXTS), reference_text(reference_clip, TEXTS)
+    vectors, expected = OPEN_CLIP.load_runner(tiny_entry).encode_text(TEXTS), reference_text(reference_clip, TEXTS)
     assert (unit_cosines(vectors, expected) > 0.9999).all()
     assert smallest_gap(expected) > DISTINCT
 

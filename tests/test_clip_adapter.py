@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from models.catalogue import find_model
-from models.store import import_model
-from runners.base import WeightSource
-from runners.open_clip_family import WEIGHTS_FILE, load_image_preparer, load_runner
+from importer.store import import_model
+from runners.contract import WeightSource
+from runners.families.open_clip import OPEN_CLIP, WEIGHTS_FILE
 from samples import (
     DISTINCT,
     distinct_images,
@@ -26,8 +26,8 @@ VIT_B_32_PARAMETERS = 151_277_313  # open_clip ViT-B-32, as published for OpenAI
 
 
 def test_runner_batches_equal_open_clip(tiny_entry, reference_clip):
-    runner = load_runner(tiny_entry, "CPU")
-    preparer = load_image_preparer(tiny_entry)
+    runner = OPEN_CLIP.load_runner(tiny_entry)
+    preparer = OPEN_CLIP.load_image_preparer(tiny_entry)
     images = [*distinct_images(), *(random_image(200 + 10 * i, 150, seed=i) for i in range(3))]
     vectors = runner.encode_images(np.stack([preparer(image) for image in images]))
     expected = reference_images(reference_clip, images)
@@ -46,7 +46,7 @@ def test_from_dir_with_an_open_clip_folder(tiny_entry, tmp_path, reference_clip,
     entry = import_model(find_model("CLIP/clip-vit-b-32"), WeightSource("dir", path=folder))
     assert entry.info.labels["weights"] == "pretrained"
     assert Path(entry.path).is_relative_to(isolated_model_store)
-    runner = load_runner(Path(entry.path), "CPU")
+    runner = OPEN_CLIP.load_runner(Path(entry.path))
     assert unit_cosines(runner.encode_text(["a cat"]), reference_text(reference_clip, ["a cat"]))[0] > 0.9999
 
 
@@ -61,6 +61,6 @@ def test_full_size_random_import_and_bare_checkpoint_from_dir(tmp_path, isolated
     imported = import_model(model, WeightSource("dir", path=download))
     assert imported.info.metadata["parameters"] == VIT_B_32_PARAMETERS
     text = ["the same weights give the same vector"]
-    first = load_runner(Path(random_entry.path), "CPU").encode_text(text)
-    second = load_runner(Path(imported.path), "CPU").encode_text(text)
+    first = OPEN_CLIP.load_runner(Path(random_entry.path)).encode_text(text)
+    second = OPEN_CLIP.load_runner(Path(imported.path)).encode_text(text)
     assert unit_cosines(first, second)[0] > 0.9999

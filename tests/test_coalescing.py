@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
-from embedding_server.coalescing import Coalescer, CoalescingEncoder
-from embedding_server.errors import ENCODER_OVERLOADED, ApiError
-from embedding_server.metrics import ITEM_BUCKETS
+from embedding_server.encoder.coalescing import Coalescer, CoalescingEncoder
+from embedding_server.http_api.errors import ENCODER_OVERLOADED, ApiError
+from embedding_server.encoder.metrics import ITEM_BUCKETS
 from embedding_server.settings import Settings
 from prometheus_text import observations_above, samples
 

@@ -6,7 +6,7 @@ import asyncio
 
 import httpx
 
-from embedding_server.concurrency_limit import ConcurrencyLimitMiddleware, too_many_requests
+from embedding_server.http_api.concurrency_limit import ConcurrencyLimitMiddleware, too_many_requests
 
 
 def test_requests_beyond_the_limit_get_429_and_other_paths_pass():

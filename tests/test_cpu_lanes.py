@@ -13,10 +13,9 @@ import torch
 from samples import DISTINCT, random_image, smallest_gap, unit_cosines
 
 from models.catalogue import find_model
-from runners import adapter_for
-from runners.base import EmbeddingRunner
-from runners.cpu_lanes import SlicedRunner, sliced_on_cpu
-from runners.open_clip_family import load_image_preparer, load_runner
+from runners.contract import EmbeddingRunner
+from runners.backends.cpu_lanes import SlicedRunner, sliced_on_cpu
+from runners.families.open_clip import OPEN_CLIP
 
 TEXTS = [f"caption number {index} of a {'long ' * index}scene" for index in range(9)]
 # Sixteen texts of 1 to 13 words, each one word repeated (a word the stand-in tokenizers know),
@@ -50,12 +49,12 @@ class RecordingRunner(EmbeddingRunner):
 
 @pytest.fixture(scope="module")
 def runner(tiny_entry: Path) -> EmbeddingRunner:
-    return load_runner(tiny_entry, "CPU")
+    return OPEN_CLIP.load_runner(tiny_entry)
 
 
 @pytest.fixture(scope="module")
 def pixels(tiny_entry: Path) -> np.ndarray:
-    prepare = load_image_preparer(tiny_entry)
+    prepare = OPEN_CLIP.load_image_preparer(tiny_entry)
     return np.stack([prepare(random_image(64 + 8 * index, 48, seed=index)) for index in range(9)])
 
 
@@ -103,9 +102,9 @@ def test_every_family_gives_the_same_vectors_sliced_with_its_tokenizer_shared(mo
     and model; several sliced calls at once (text and image batches overlap in the Encoder)
     must neither fail nor change a vector, nor swap two (every two differ)."""
     model = find_model(model_id)
-    adapter = adapter_for(model)
+    adapter = model.adapter
     entry = tiny_import(model_id)
-    runner = adapter.load_runner(entry, "CPU")
+    runner = adapter.load_runner(entry)
     sliced = SlicedRunner(runner, lanes=2, threads=2)
     expected = runner.encode_text(FAMILY_TEXTS)
     assert smallest_gap(expected) > DISTINCT

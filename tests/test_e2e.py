@@ -22,7 +22,7 @@ from helpers import TEST_MODEL_ID, embed, embedding_body, vectors_of
 from local_http import serve_routes
 from prometheus_text import observations_above, samples
 from samples import b64, encoded, random_image, reference_images, reference_text, unit_cosines
-from serving import REPO, free_port, serve_command, served, stop
+from serving import REPO, free_port, serve_command, served, service_worker, stop
 from video_samples import index_video
 
 pytestmark = pytest.mark.e2e
@@ -33,10 +33,15 @@ COALESCED = "embedding_coalesced_items"
 
 
 @pytest.fixture(scope="module")
-def server(tiny_entry: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def served_server(tiny_entry: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, subprocess.Popen]]:
     log = tmp_path_factory.mktemp("serve") / "server.log"
-    with served({**os.environ, "EMBEDDING_MODEL_NAME": MODEL}, log) as (url, _):
-        yield url
+    with served({**os.environ, "EMBEDDING_MODEL_NAME": MODEL}, log) as (url, process):
+        yield url, process
+
+
+@pytest.fixture(scope="module")
+def server(served_server: tuple[str, subprocess.Popen]) -> str:
+    return served_server[0]
 
 
 def post(url: str, item: dict, model: str = MODEL) -> httpx.Response:
@@ -51,6 +56,23 @@ def test_status_routes(server):
     assert (current["model"], current["device"], current["use_openvino"]) == (MODEL, "CPU", False)
     assert current["weights"] == "random"
     assert httpx.get(f"{server}/model/capabilities").json()["supports_image"] is True
+
+
+def mapped_files(pid: int) -> set[str]:
+    """The files process ``pid`` has mapped (its loaded native libraries among them)."""
+    lines = Path(f"/proc/{pid}/maps").read_text().splitlines()
+    return {line.split(maxsplit=5)[5] for line in lines if len(line.split(maxsplit=5)) == 6}
+
+
+def test_the_entry_worker_loads_no_engine(served_server):
+    """The worker that decodes and resizes maps neither torch's nor OpenVINO's libraries, after
+    serving an image; the Encoder, which runs the model, maps torch's."""
+    url, process = served_server
+    assert post(url, {"type": "image_base64", "image_base64": b64(encoded(random_image()))}).status_code == 200
+    entry = mapped_files(service_worker(process.pid, "embedding_service").pid)
+    encoder = mapped_files(service_worker(process.pid, "encoder").pid)
+    assert any("libtorch" in path for path in encoder)
+    assert not [path for path in entry if "libtorch" in path or "openvino" in path]
 
 
 def test_served_vectors_equal_open_clip(server, reference_clip):
@@ -226,5 +248,12 @@ def test_bentoml_build_records_the_model(tmp_path):
     assert len(bento_files) == 1
     manifest = bento_files[0].read_text()
     assert re.search(r"tag: clip-vit-b-32:\w+", manifest)
-    assert (bento_files[0].parent / "src" / "service.py").is_file()
-    assert not (bento_files[0].parent / "src" / "tests").exists()
+    source = bento_files[0].parent / "src"
+    assert (source / "service.py").is_file()
+    assert not (source / "tests").exists()
+    # The bento's own copy of the code is complete: its service module imports from there alone.
+    imports = subprocess.run([sys.executable, "-I", "-c", "import sys; sys.path.insert(0, '.'); import service; "
+                              "print(service.__file__)"], cwd=source, env=env, capture_output=True, text=True,
+                             timeout=120)
+    assert imports.returncode == 0, imports.stderr[-3000:]
+    assert Path(imports.stdout.strip()).parent == source

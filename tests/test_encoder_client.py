@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from bentoml.exceptions import BentoMLException, ServiceUnavailable
 
-from embedding_server.encoder_client import TIMED_OUT, EncoderConnection
-from embedding_server.errors import ENCODER_OVERLOADED, MODEL_NOT_INITIALIZED, ApiError
+from embedding_server.encoder.client import TIMED_OUT, EncoderConnection
+from embedding_server.http_api.errors import ENCODER_OVERLOADED, MODEL_NOT_INITIALIZED, ApiError
 
 
 def connection(*outcomes: object) -> tuple[EncoderConnection, list[list[str]]]:

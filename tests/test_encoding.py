@@ -7,7 +7,7 @@ import base64
 import numpy as np
 import orjson
 
-from embedding_server.encoding import embedding_body, encode_embedding
+from embedding_server.http_api.encoding import embedding_body, encode_embedding
 
 
 def test_base64_round_trip_is_exact():

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from embedding_server.errors import ApiError
+from embedding_server.http_api.errors import ApiError
 from embedding_server.media.frame_selection import select_frames
 from embedding_server.media.video import VideoFile, is_video_container
-from embedding_server.schemas import SegmentConfig
+from embedding_server.http_api.schemas import SegmentConfig
 from embedding_server.settings import Settings
 from video_samples import index_video, read_index
 

@@ -20,9 +20,9 @@ from typing import Iterator
 import httpx
 import pytest
 
-from embedding_server.body_limit import BodyLimitMiddleware, body_timed_out
-from embedding_server.concurrency_limit import ConcurrencyLimitMiddleware
-from embedding_server.errors import ApiError
+from embedding_server.http_api.body_limit import BodyLimitMiddleware, body_timed_out
+from embedding_server.http_api.concurrency_limit import ConcurrencyLimitMiddleware
+from embedding_server.http_api.errors import ApiError
 from embedding_server.media.remote import fetch_url
 from embedding_server.settings import Settings
 from helpers import TEST_MODEL_ID as MODEL

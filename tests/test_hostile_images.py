@@ -25,10 +25,10 @@ import torchvision.transforms.v2.functional as tvF
 from PIL import Image
 from torchvision.transforms import CenterCrop, Compose, InterpolationMode, Resize
 
-from embedding_server.errors import ApiError
+from embedding_server.http_api.errors import ApiError
 from embedding_server.media.images import decode_image
 from models.catalogue import find_model
-from runners import adapter_for
+from runners.preparers import geometry
 from helpers import embed
 from samples import b64, encoded, random_image
 
@@ -36,6 +36,7 @@ REPO = Path(__file__).resolve().parent.parent
 MAX_PIXELS = 64_000_000
 MiB = 1024 * 1024
 PIL_RESIZE, TENSOR_RESIZE = Image.Image.resize, tvF.resize  # before any test patches them
+UINT8_RESIZE = geometry.resize_uint8_antialiased
 # What the child may allocate beyond its baseline before an allocation fails.
 ADDRESS_SPACE_HEADROOM = 2048 * MiB
 
@@ -48,8 +49,8 @@ from embedding_server.media.images import decode_image
 mode, data_path, entry = sys.argv[1:4]
 data = open(data_path, "rb").read()
 if mode == "prepare":
-    from runners.open_clip_family import OpenClipImagePreparer
-    prepare = OpenClipImagePreparer(__import__("pathlib").Path(entry))
+    from runners.families.open_clip import OPEN_CLIP
+    prepare = OPEN_CLIP.load_image_preparer(__import__("pathlib").Path(entry))
     prepare(Image.fromarray(np.zeros((200, 300, 3), np.uint8)))  # warm-up: lazy allocations
     run = lambda: prepare(decode_image(data, max_pixels=64_000_000)).shape
 else:
@@ -108,8 +109,9 @@ RESIZE_BUDGET = 2 * 16 * 256 * 256
 
 @pytest.fixture
 def bounded_resizes(monkeypatch) -> Iterator[list[int]]:
-    """Records the pixel count of every resize target (Pillow's and torchvision's tensor resize,
-    which the Hugging Face processors use) and refuses any beyond :data:`RESIZE_BUDGET`."""
+    """Records the pixel count of every resize target (Pillow's, torchvision's tensor resize,
+    which the Hugging Face processors use, and the preparers' numpy port of it) and refuses any
+    beyond :data:`RESIZE_BUDGET`."""
     targets: list[int] = []
     def check(pixels: int) -> None:
         targets.append(pixels)
@@ -124,8 +126,13 @@ def bounded_resizes(monkeypatch) -> Iterator[list[int]]:
         check(size[0] * size[1])
         return TENSOR_RESIZE(image, size, *args, **kwargs)
 
+    def resize_array(pixels, size, *args, **kwargs):
+        check(size[0] * size[1])
+        return UINT8_RESIZE(pixels, size, *args, **kwargs)
+
     monkeypatch.setattr(Image.Image, "resize", resize_image)
     monkeypatch.setattr(tvF, "resize", resize_tensor)
+    monkeypatch.setattr(geometry, "resize_uint8_antialiased", resize_array)
     yield targets
 
 
@@ -168,7 +175,7 @@ CLOSE = [(2999, 7), (1000, 13), (13, 1000), (3001, 3), (60, 1000), (4000, 37)]
 
 @pytest.mark.parametrize("name", FAMILIES)
 def test_extreme_aspect_ratio_stays_within_budget_and_matches_the_family(entries, name, bounded_resizes):
-    preparer = adapter_for(find_model(name)).load_image_preparer(entries[name])
+    preparer = find_model(name).adapter.load_image_preparer(entries[name])
     images = {size: random_image(*size, seed=size[0] + size[1]) for size in EXACT + CLOSE}
     prepared = {size: preparer(image) for size, image in images.items()}
     assert bounded_resizes and max(bounded_resizes) <= RESIZE_BUDGET
@@ -188,7 +195,7 @@ def test_extreme_aspect_ratio_stays_within_budget_and_matches_the_family(entries
 
 def test_squash_transforms_see_the_whole_image(entries, bounded_resizes):
     """SigLIP2 squashes the whole image into its input: nothing may be cut from it."""
-    preparer = adapter_for(find_model("siglip2-vit-b-16")).load_image_preparer(entries["siglip2-vit-b-16"])
+    preparer = find_model("siglip2-vit-b-16").adapter.load_image_preparer(entries["siglip2-vit-b-16"])
     reference = family_reference("siglip2-vit-b-16", entries["siglip2-vit-b-16"])
     image = random_image(20000, 2, seed=4)
     np.testing.assert_array_equal(preparer(image), reference(image))
@@ -258,9 +265,9 @@ def best_of(runs: int, work: Callable[[], object]) -> float:
 
 
 def test_large_jpeg_decodes_at_reduced_scale_faster_and_nearly_equal(tiny_entry):
-    from runners.open_clip_family import OpenClipImagePreparer
+    from runners.families.open_clip import OPEN_CLIP
 
-    prepare = OpenClipImagePreparer(tiny_entry)
+    prepare = OPEN_CLIP.load_image_preparer(tiny_entry)
     data = encoded(photo_like(4000, 3000), "JPEG")
     full = decode_image(data, max_pixels=MAX_PIXELS)
     drafted = decode_image(data, max_pixels=MAX_PIXELS, min_side=448)

@@ -19,16 +19,21 @@ import open_clip
 import pytest
 import torch
 
-from embedding_server.coalescing import Coalescer
-from embedding_server.errors import ApiError, InvalidInput
-from embedding_server.failed_rows import check_embedded, embed_isolating
+from embedding_server.encoder.coalescing import Coalescer
+from embedding_server.http_api.errors import ApiError, InvalidInput
+from embedding_server.encoder.failed_rows import check_embedded, embed_isolating
 from embedding_server.pipeline import EmbeddingPipeline
-from embedding_server.schemas import EmbeddingRequest, ModelInfo, TextInput
+from embedding_server.http_api.schemas import EmbeddingRequest, ModelInfo, TextInput
 from embedding_server.settings import Settings
 from models.catalogue import find_model
-from runners import clip_tokenizer, mobileclip_s0, open_clip_family, text_embedder
-from runners.clip_tokenizer import BoundedSimpleTokenizer
-from runners.token_budget import budget_groups
+from runners.contract import RunnerOptions
+from runners.families import clip_tokenizer, mobileclip_s0_torch
+from runners.families.mobileclip_s0 import MOBILECLIP_S0
+from runners.families.open_clip import OPEN_CLIP
+from runners.families.open_clip_torch import ClipTextInputs
+from runners.families.text_embedder import TEXT_EMBEDDER
+from runners.families.clip_tokenizer import BoundedSimpleTokenizer
+from runners.backends.token_budget import budget_groups
 from helpers import TEST_MODEL_ID, embedding_body
 
 def random_word(seed: int, chars: int = 100_000) -> str:
@@ -85,8 +90,8 @@ ORDINARY_TEXTS = [ORDINARY, "", "<start_of_text> special <end_of_text>", "ünïc
 
 
 @pytest.fixture(scope="module")
-def clip_inputs(tiny_entry: Path) -> open_clip_family.ClipTextInputs:
-    return open_clip_family.load_text_inputs(tiny_entry)
+def clip_inputs(tiny_entry: Path) -> ClipTextInputs:
+    return OPEN_CLIP.load_text_inputs(tiny_entry)
 
 
 def test_bounded_clip_tokenizer_gives_upstream_tokens_for_ordinary_texts(tiny_entry):
@@ -124,9 +129,9 @@ def test_the_tokenizer_cache_stays_bounded_and_special_tokens_survive_eviction(c
 
 
 def test_mobileclip_s0_tokenizer_is_bounded_and_unchanged(tmp_path):
-    (tmp_path / mobileclip_s0.CONFIG_FILE).write_text(json.dumps(mobileclip_s0.entry_config(tiny=True)))
-    (tmp_path / mobileclip_s0.VOCAB_FILE).write_bytes(Path(open_clip.tokenizer.default_bpe()).read_bytes())
-    inputs = mobileclip_s0.load_text_inputs(tmp_path)
+    (tmp_path / mobileclip_s0_torch.CONFIG_FILE).write_text(json.dumps(mobileclip_s0_torch.entry_config(tiny=True)))
+    (tmp_path / mobileclip_s0_torch.VOCAB_FILE).write_bytes(Path(open_clip.tokenizer.default_bpe()).read_bytes())
+    inputs = MOBILECLIP_S0.load_text_inputs(tmp_path)
     assert isinstance(inputs.tokenizer, BoundedSimpleTokenizer)
     assert torch.equal(inputs(ORDINARY_TEXTS)["tokens"], open_clip.get_tokenizer("ViT-B-16")(ORDINARY_TEXTS))
     assert_long_words_cost_about_ordinary_words(inputs)
@@ -218,8 +223,8 @@ def test_budget_groups_keep_order_and_bound_padded_tokens():
 def test_long_context_batches_run_within_the_token_budget(tiny_import):
     entry = tiny_import("QwenText/qwen3-embedding-0.6b")
     texts = ["a photo of a cat", "quarterly earnings report " * 40, "a dog", "sky " * 100, "red"]
-    whole = text_embedder.load_runner(entry, "CPU", token_budget=10**9)
-    budgeted = text_embedder.load_runner(entry, "CPU", token_budget=128)
+    whole = TEXT_EMBEDDER.load_runner(entry, RunnerOptions(text_token_budget=10**9))
+    budgeted = TEXT_EMBEDDER.load_runner(entry, RunnerOptions(text_token_budget=128))
     shapes = []
     features = budgeted.text_features
     budgeted.text_features = lambda tokens: shapes.append(tuple(tokens["input_ids"].shape)) or features(tokens)
@@ -311,14 +316,14 @@ def test_the_encoder_answers_items_that_fail_alone_as_nan_rows_and_embeds_the_re
 @pytest.fixture
 def tokenizer_failing_on_bad(monkeypatch):
     """The CLIP tokenizer raises for any batch that holds ``BAD``."""
-    real_call = open_clip_family.ClipTextInputs.__call__
+    real_call = ClipTextInputs.__call__
 
     def failing_on_bad(self, texts):
         if BAD in texts:
             raise ValueError("tokenizer failed")
         return real_call(self, texts)
 
-    monkeypatch.setattr(open_clip_family.ClipTextInputs, "__call__", failing_on_bad)
+    monkeypatch.setattr(ClipTextInputs, "__call__", failing_on_bad)
 
 
 def test_the_encoder_service_isolates_items_merged_from_several_callers(service_module,

@@ -61,9 +61,9 @@ async def _no_images(item):
 
 def run_embed(settings, item: dict, preparer=None):
     """``(status, vectors or detail)`` for one video input."""
-    from embedding_server.errors import ApiError
-    from embedding_server.schemas import EmbeddingRequest
-    from embedding_server.video_inputs import VideoEmbedder
+    from embedding_server.http_api.errors import ApiError
+    from embedding_server.http_api.schemas import EmbeddingRequest
+    from embedding_server.media.video_inputs import VideoEmbedder
 
     request = EmbeddingRequest.model_validate({"model": "m", "input": item, "encoding_format": "float"})
     embedder = VideoEmbedder(mean_colours, _no_images, settings)
@@ -124,7 +124,7 @@ def test_manifest_video_frames_count_against_the_budget(place):
                                    np.zeros((HEIGHT, WIDTH, 3), np.uint16)],
                          ids=["other-size", "four-channels", "16-bit"])
 def test_decoded_frames_of_unexpected_shape_are_refused(array):
-    from embedding_server.errors import InvalidInput
+    from embedding_server.http_api.errors import InvalidInput
     from embedding_server.media.video import checked_frame
 
     good = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
@@ -286,8 +286,8 @@ def test_a_crashing_decoder_fails_only_its_request(place):
 
 @pytest.mark.timeout(120)
 def test_a_cancelled_request_kills_its_decoder(place):
-    from embedding_server.schemas import VideoFileInput
-    from embedding_server.video_inputs import VideoEmbedder
+    from embedding_server.http_api.schemas import VideoFileInput
+    from embedding_server.media.video_inputs import VideoEmbedder
 
     async def scenario() -> None:
         embedder = VideoEmbedder(mean_colours, _no_images, make_settings(place))
@@ -373,10 +373,10 @@ def api(api_client, service_module, place, use_pipeline):
     import bentoml
     from fastapi import Depends
 
-    from embedding_server.encoder_client import EncoderConnection
+    from embedding_server.encoder.client import EncoderConnection
     from embedding_server.pipeline import EmbeddingPipeline
 
-    preparer = service_module.ADAPTER.load_image_preparer(Path(service_module.ENTRY.path))
+    preparer = service_module.MODEL.adapter.load_image_preparer(Path(service_module.ENTRY.path))
     settings = make_settings(place, video_decode_timeout_s=5.0)
 
     def pipeline(service=Depends(bentoml.get_current_service)) -> EmbeddingPipeline:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from embedding_server.errors import ApiError
+from embedding_server.http_api.errors import ApiError
 from embedding_server.media.images import decode_base64, decode_image, to_rgb
 from samples import encoded, random_image
 

@@ -30,10 +30,10 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from models.catalogue import find_model
-from models.store import import_model
-from runners import adapter_for
-from runners.base import EmbeddingRunner, ImagePreparer, WeightSource
-from runners.mobileclip_s0 import (
+from importer.store import import_model
+from runners.contract import EmbeddingRunner, ImagePreparer, WeightSource
+from runners.families.mobileclip_s0 import MOBILECLIP_S0
+from runners.families.mobileclip_s0_torch import (
     CHECKPOINT_FILE,
     TINY_IMAGE,
     WEIGHTS_FILE,
@@ -42,8 +42,9 @@ from runners.mobileclip_s0 import (
     entry_config,
     load_apple_state_dict,
     load_model_from_entry,
-    read_config,
 )
+from runners.entry_files import read_json
+from runners.families.mobileclip_s0 import CONFIG_FILE
 from samples import DISTINCT, apple_mobileclip_preprocess, distinct_images, random_image, smallest_gap, unit_cosines
 
 MODEL_ID = "MobileCLIP/mobileclip_s0"
@@ -115,20 +116,20 @@ def tiny_s0_entry(tiny_import) -> Path:
     """A tiny random entry: its import spreads the weights and measures the batch-norm
     statistics, so that every branch (layer scales, batch norms) weighs in the parity checks."""
     entry = tiny_import(MODEL_ID)
-    assert read_config(entry)["image"] == TINY_IMAGE
+    assert read_json(entry / CONFIG_FILE)["image"] == TINY_IMAGE
     return entry
 
 
 def _served(entry: Path) -> tuple[EmbeddingRunner, ImagePreparer]:
     """The runner and preparer, loaded as the service loads them."""
-    adapter = adapter_for(find_model(MODEL_ID))
-    return adapter.load_runner(entry, "CPU"), adapter.load_image_preparer(entry)
+    adapter = find_model(MODEL_ID).adapter
+    return adapter.load_runner(entry), adapter.load_image_preparer(entry)
 
 
 def test_catalogue_and_adapter_registry():
     model = find_model(MODEL_ID)
     assert (model.dimension, model.image_size, model.context_length) == (512, 256, 77)
-    assert adapter_for(model).__name__ == "runners.mobileclip_s0"
+    assert model.adapter is MOBILECLIP_S0
 
 
 def test_full_size_architecture_has_the_published_sizes():
@@ -215,7 +216,7 @@ def test_from_dir_without_the_checkpoint_names_the_file(tmp_path, isolated_model
                                         ((17, 9), "RGB")])
 def test_preparer_pixels_are_apples_preprocessing(tiny_s0_entry, size, mode):
     image = random_image(*size, seed=3).convert(mode)
-    pixels = adapter_for(find_model(MODEL_ID)).load_image_preparer(tiny_s0_entry)(image)
+    pixels = find_model(MODEL_ID).adapter.load_image_preparer(tiny_s0_entry)(image)
     assert pixels.dtype == np.uint8 and pixels.shape == (256, 256, 3)
     expected = apple_mobileclip_preprocess()(image.convert("RGB"))
     torch.testing.assert_close(torch.from_numpy(pixels).permute(2, 0, 1).float() / 255, expected,
@@ -226,7 +227,7 @@ def test_tiny_entry_matches_its_own_forward_and_timms(tiny_s0_entry):
     runner, preparer = _served(tiny_s0_entry)
     assert runner.dimension == 512
     net = load_model_from_entry(tiny_s0_entry)
-    config = read_config(tiny_s0_entry)
+    config = read_json(tiny_s0_entry / CONFIG_FILE)
     texts = ["A photo of a cat", "", "a much longer caption " * 30, "日本語のテキスト"]
     with torch.inference_mode():
         expected = F.normalize(net.encode_text(open_clip.get_tokenizer("ViT-B-16")(texts)), dim=-1).numpy()

@@ -28,13 +28,15 @@ from safetensors.torch import load_file
 from transformers import GemmaTokenizer
 
 from helpers import in_process_pipeline, pipeline_embed
-from models.__main__ import main as models_cli
+from importer.cli import main as models_cli
 from models.catalogue import CatalogueModel, find_model
-from models.store import import_model
-from runners import adapter_for
-from runners.base import EmbeddingRunner, ImagePreparer, WeightSource
-from runners.hf_tokenizers import STAND_IN_VOCAB_SIZE, TOKENIZER_FILES, save_tokenizer
-from runners.open_clip_family import CONFIG_FILE, WEIGHTS_FILE, build_model, model_config
+from importer.store import import_model
+from runners.contract import EmbeddingRunner, ImagePreparer, WeightSource
+from runners.fabrication.stand_in_tokenizers import GEMMA_STAND_IN_VOCAB_SIZE as STAND_IN_VOCAB_SIZE
+from runners.families.hf_tokenizers import TOKENIZER_FILES, save_tokenizer
+from runners.families.open_clip import CONFIG_FILE, WEIGHTS_FILE
+from runners.families import open_clip_torch
+from runners.families.open_clip_torch import build_model
 from samples import (
     DISTINCT,
     b64,
@@ -96,8 +98,8 @@ def stored_entry(directory: Path) -> bentoml.Model:
 
 
 def serve(model: CatalogueModel, directory: Path) -> Served:
-    adapter = adapter_for(model)
-    return Served(model, stored_entry(directory), adapter.load_runner(directory, "CPU"),
+    adapter = model.adapter
+    return Served(model, stored_entry(directory), adapter.load_runner(directory),
                   adapter.load_image_preparer(directory))
 
 
@@ -182,8 +184,8 @@ def siglip_tokenizer(tmp_path_factory: pytest.TempPathFactory) -> HFTokenizer:
     """open_clip's tokenizer for the config and tokenizer files of a tiny SigLIP2 entry."""
     model, source = find_model("SigLIP/siglip2-vit-b-16"), WeightSource("random", tiny=True)
     directory = tmp_path_factory.mktemp("siglip_tokenizer")
-    save_tokenizer(model_config(model, source)["text_cfg"]["hf_tokenizer_name"], directory, source)
-    (directory / CONFIG_FILE).write_text(json.dumps({"model_cfg": model_config(model, source)}))
+    save_tokenizer(open_clip_torch.entry_config(model, source)[0]["text_cfg"]["hf_tokenizer_name"], directory, source)
+    (directory / CONFIG_FILE).write_text(json.dumps({"model_cfg": open_clip_torch.entry_config(model, source)[0]}))
     return open_clip.get_tokenizer(f"local-dir:{directory}")
 
 

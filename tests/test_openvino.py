@@ -15,11 +15,12 @@ import openvino as ov
 import pytest
 from PIL import Image
 
+from embedding_server.composition import openvino_options, runner_options
 from embedding_server.settings import Settings, SettingsError, load_settings
 from models.catalogue import CatalogueModel, find_model
-from models.store import import_model
-from runners import adapter_for, openvino_backend, openvino_export
-from runners.base import EmbeddingRunner, WeightSource
+from importer.store import import_model
+from runners.backends import openvino_backend, openvino_export
+from runners.contract import EmbeddingRunner, WeightSource
 from helpers import embedding_body
 from samples import DISTINCT, b64, encoded, random_image, smallest_gap, unit_cosines
 from serving import served
@@ -73,11 +74,16 @@ def counted_conversions() -> Iterator[list[Path]]:
         yield calls
 
 
+def openvino_runner(model: CatalogueModel, directory: Path, tag: str, settings: Settings) -> EmbeddingRunner:
+    """The OpenVINO runner of an entry, as the Encoder loads it under ``settings``."""
+    return openvino_backend.load_runner(model.adapter, directory, tag, runner_options(settings),
+                                        openvino_options(settings))
+
+
 def load_pair(model: CatalogueModel, directory: Path, tag: str, settings: Settings) -> Pair:
-    adapter = adapter_for(model)
     with counted_conversions() as conversions:
-        openvino = openvino_backend.load_runner(adapter, directory, tag, settings)
-    return Pair(model, directory, tag, adapter.load_runner(directory, "CPU"), openvino, len(conversions))
+        openvino = openvino_runner(model, directory, tag, settings)
+    return Pair(model, directory, tag, model.adapter.load_runner(directory), openvino, len(conversions))
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +119,7 @@ def smooth_image(seed: int) -> Image.Image:
 
 
 def prepared_pixels(pair: Pair, count: int) -> np.ndarray:
-    prepare = adapter_for(pair.model).load_image_preparer(pair.directory)
+    prepare = pair.model.adapter.load_image_preparer(pair.directory)
     return np.stack([prepare(smooth_image(seed)) for seed in range(count)])
 
 
@@ -158,7 +164,7 @@ def test_conversion_happens_once(pair: Pair, ov_settings: Settings):
     assert not (cached if ir == in_entry else in_entry).exists()
     written = {path: path.stat().st_mtime_ns for path in ir.iterdir()}
     with counted_conversions() as conversions:
-        again = openvino_backend.load_runner(adapter_for(pair.model), pair.directory, pair.tag, ov_settings)
+        again = openvino_runner(pair.model, pair.directory, pair.tag, ov_settings)
     assert conversions == []
     assert {path: path.stat().st_mtime_ns for path in ir.iterdir()} == written
     assert (unit_cosines(again.encode_text(TEXTS[:2]), pair.openvino.encode_text(TEXTS[:2])) > 0.99999).all()
@@ -202,10 +208,10 @@ def test_openvino_settings_become_compile_options(monkeypatch):
     monkeypatch.setenv("EMBEDDING_OV_PERFORMANCE_HINT", "cumulative_throughput")
     monkeypatch.setenv("EMBEDDING_OV_NUM_STREAMS", "3")
     monkeypatch.setenv("EMBEDDING_OV_INFERENCE_PRECISION", "BF16")
-    assert openvino_backend.compile_options(load_settings()) == {
+    assert openvino_options(load_settings()).compile_options == {
         "PERFORMANCE_HINT": "CUMULATIVE_THROUGHPUT", "NUM_STREAMS": 3, "INFERENCE_PRECISION_HINT": "bf16"}
     monkeypatch.setenv("EMBEDDING_OV_INFERENCE_PRECISION", "auto")
-    assert "INFERENCE_PRECISION_HINT" not in openvino_backend.compile_options(load_settings())
+    assert "INFERENCE_PRECISION_HINT" not in openvino_options(load_settings()).compile_options
 
 
 # --------------------------------------------------------------------------- served over HTTP
@@ -231,8 +237,8 @@ def test_served_with_openvino_equals_pytorch(ov_server: str, imported_clip: tupl
     assert openvino_export.has_ir(imported_entry / openvino_export.IR_DIR)
     assert not (imported_entry.parents[2] / openvino_export.IR_DIR).exists()
 
-    adapter = adapter_for(find_model(CLIP))
-    reference = adapter.load_runner(imported_entry, "CPU")
+    adapter = find_model(CLIP).adapter
+    reference = adapter.load_runner(imported_entry)
     image = random_image(seed=5)
     expected_image = reference.encode_images(adapter.load_image_preparer(imported_entry)(image)[np.newaxis])
     texts = ["a photo of a cat", "a diagram"]

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from embedding_server.errors import ApiError
+from embedding_server.http_api.errors import ApiError
 from embedding_server.pipeline import EmbeddingPipeline
 from embedding_server.settings import get_settings
 from helpers import TEST_MODEL_ID, model_info

@@ -29,7 +29,6 @@ from torchvision.transforms.v2 import functional as tvF
 from transformers import AutoImageProcessor
 
 from models.catalogue import CatalogueModel, find_model
-from runners import adapter_for
 from samples import apple_mobileclip_preprocess, asymmetric_image
 
 BICUBIC, BILINEAR = Image.Resampling.BICUBIC, Image.Resampling.BILINEAR
@@ -132,11 +131,11 @@ class OwnTransform:
 def own_transform(model: CatalogueModel, entry: Path) -> OwnTransform:
     """open_clip's ``preprocess`` for the entry, Apple's MobileCLIP transform, or the entry's
     Hugging Face image processor."""
-    if model.adapter == "open_clip":
+    if model.adapter.name == "open_clip":
         _, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{entry}")
         normalise = next(step for step in preprocess.transforms if isinstance(step, Normalize))
         return OwnTransform(preprocess, 255 * column(normalise.std), 255 * column(normalise.mean))
-    if model.adapter == "mobileclip_s0":
+    if model.adapter.name == "mobileclip_s0":
         return OwnTransform(apple_mobileclip_preprocess(model.image_size), column(255), column(0))
     processor = AutoImageProcessor.from_pretrained(entry)
     factor = processor.rescale_factor
@@ -160,7 +159,7 @@ def family(request: pytest.FixtureRequest, tiny_import: Callable[[str], Path]) -
 @pytest.mark.parametrize("shape", list(IMAGES))
 def test_preparer_pixels_are_the_families_own(family: Family, shape: str):
     image = asymmetric_image(*IMAGES[shape])
-    pixels = adapter_for(family.model).load_image_preparer(family.entry)(image)
+    pixels = family.model.adapter.load_image_preparer(family.entry)(image)
     size = family.model.image_size
     assert pixels.dtype == np.uint8 and pixels.shape == (size, size, 3)
     np.testing.assert_array_equal(pixels, family.own.levels(image))
@@ -192,10 +191,10 @@ def test_the_images_tell_a_wrong_geometry_apart(geometry: Geometry):
 
 def test_full_path_gives_the_families_own_input_tensor(family: Family):
     """Preparer, then the runner's normalisation: the tensor that reaches the image tower."""
-    adapter = adapter_for(family.model)
-    runner, preparer = adapter.load_runner(family.entry, "CPU"), adapter.load_image_preparer(family.entry)
+    adapter = family.model.adapter
+    runner, preparer = adapter.load_runner(family.entry), adapter.load_image_preparer(family.entry)
     images = [asymmetric_image(*size) for size in IMAGES.values()]
-    tower = getattr(runner.towers().image.owner, IMAGE_TOWERS[family.model.adapter])
+    tower = getattr(runner.towers().image.owner, IMAGE_TOWERS[family.model.adapter.name])
     seen: list[torch.Tensor] = []
     hook = tower.register_forward_pre_hook(
         lambda _, args, kwargs: seen.append(args[0] if args else kwargs["pixel_values"]), with_kwargs=True)
@@ -204,5 +203,5 @@ def test_full_path_gives_the_families_own_input_tensor(family: Family):
     finally:
         hook.remove()
     expected = torch.stack([family.own.transform(image) for image in images])
-    atol = NORMALISATION_ATOL.get(family.model.adapter, 0.0)
+    atol = NORMALISATION_ATOL.get(family.model.adapter.name, 0.0)
     torch.testing.assert_close(seen[0], expected, atol=atol, rtol=0)

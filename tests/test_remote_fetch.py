@@ -18,7 +18,7 @@ import httpx
 import pytest
 import trustme
 
-from embedding_server.errors import ApiError
+from embedding_server.http_api.errors import ApiError
 from embedding_server.media import remote
 from embedding_server.media.remote import fetch_url
 from embedding_server.settings import Settings

@@ -10,7 +10,7 @@ import weakref
 
 import httpx
 
-from embedding_server.request_timeout import RequestTimeoutMiddleware, timed_out
+from embedding_server.http_api.request_timeout import RequestTimeoutMiddleware, timed_out
 
 TIMEOUT_S = 0.05
 

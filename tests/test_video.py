@@ -66,12 +66,12 @@ def settings(place):
 
 @pytest.fixture(scope="module")
 def preparer(service_module):
-    return service_module.ADAPTER.load_image_preparer(Path(service_module.ENTRY.path))
+    return service_module.MODEL.adapter.load_image_preparer(Path(service_module.ENTRY.path))
 
 
 def pipeline_on_the_service_encoder(model, preparer, settings):
     """A dependency giving a pipeline with these settings on the session service's own Encoder."""
-    from embedding_server.encoder_client import EncoderConnection
+    from embedding_server.encoder.client import EncoderConnection
     from embedding_server.pipeline import EmbeddingPipeline
 
     built = {}
@@ -493,12 +493,12 @@ def test_text_only_model_refuses_video_inputs(api_client, settings, use_pipeline
 
 @pytest.fixture(scope="module")
 def runner(tiny_entry, service_module):
-    return service_module.ADAPTER.load_runner(tiny_entry, "CPU")
+    return service_module.MODEL.adapter.load_runner(tiny_entry)
 
 
 def test_frames_stream_to_the_encoder_in_batches(runner, preparer, settings, place, reference):
-    from embedding_server.schemas import VideoFileInput
-    from embedding_server.video_inputs import VideoEmbedder
+    from embedding_server.http_api.schemas import VideoFileInput
+    from embedding_server.media.video_inputs import VideoEmbedder
 
     batches = []
 
@@ -518,8 +518,8 @@ async def _no_images(item):
 
 
 def test_cancelled_request_removes_its_temp_file(preparer, settings, place):
-    from embedding_server.schemas import VideoBase64Input
-    from embedding_server.video_inputs import VideoEmbedder
+    from embedding_server.http_api.schemas import VideoBase64Input
+    from embedding_server.media.video_inputs import VideoEmbedder
 
     async def scenario() -> list[tuple[str, int]]:
         reached = asyncio.Event()

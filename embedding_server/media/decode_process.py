@@ -27,13 +27,13 @@ from typing import Sequence
 
 import numpy as np
 
-from embedding_server.errors import ApiError, InvalidInput, located
+from embedding_server.http_api.errors import ApiError, InvalidInput, located
 from embedding_server.media import decode_worker
 from embedding_server.media.blocking import run_blocking, settle
 from embedding_server.media.local_files import OpenedFile
 from embedding_server.media.video import FrameLimits
 from embedding_server.settings import Settings
-from runners.base import ImagePreparer
+from runners.contract import ImagePreparer
 
 _CONTEXT = multiprocessing.get_context("fork")
 

@@ -20,9 +20,9 @@ from multiprocessing.connection import Connection
 import numpy as np
 from PIL import Image
 
-from embedding_server.errors import ApiError
+from embedding_server.http_api.errors import ApiError
 from embedding_server.media.video import FrameLimits, VideoFile
-from runners.base import ImagePreparer
+from runners.contract import ImagePreparer
 
 Box = tuple[int, int, int, int]
 Job = tuple[int, Box | None]

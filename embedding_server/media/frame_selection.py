@@ -24,8 +24,8 @@ import math
 
 import numpy as np
 
-from embedding_server.errors import InvalidInput
-from embedding_server.schemas import SegmentConfig
+from embedding_server.http_api.errors import InvalidInput
+from embedding_server.http_api.schemas import SegmentConfig
 from embedding_server.settings import Settings
 
 # In frames: absorbs float error in products such as 0.1 s x 30 fps = 3.0000000000000004.

@@ -18,7 +18,7 @@ import re
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from embedding_server.errors import InvalidInput, payload_too_large
+from embedding_server.http_api.errors import InvalidInput, payload_too_large
 
 DATA_URL = re.compile(r"^data:[\w.+-]+/[\w.+-]+(;[\w=.+-]+)*;base64,", re.IGNORECASE)
 WHITESPACE = re.compile(r"\s+")

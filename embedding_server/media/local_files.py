@@ -26,7 +26,7 @@ import stat
 import weakref
 from pathlib import Path
 
-from embedding_server.errors import ApiError, InvalidInput, payload_too_large
+from embedding_server.http_api.errors import ApiError, InvalidInput, payload_too_large
 from embedding_server.media import openat2
 from embedding_server.settings import Settings, SettingsError
 

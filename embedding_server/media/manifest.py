@@ -17,15 +17,14 @@ import orjson
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from embedding_server.errors import ApiError, InvalidInput, located
+from embedding_server.http_api.errors import ApiError, InvalidInput, located
 from embedding_server.media.frame_selection import check_frame_count
 from embedding_server.media.images import decode_image
 from embedding_server.media.local_files import OpenedFile, open_local_file
-from embedding_server.settings import Settings
+from embedding_server.settings import MiB, Settings
+from embedding_server.validation_errors import MAX_REPORTED_ERRORS, describe_errors, location
 
-MiB = 1024 * 1024
 MAX_MANIFEST_BYTES = 16 * MiB
-MAX_REPORTED_ERRORS = 3
 
 NonNegativeInt = Annotated[int, Field(ge=0)]
 
@@ -95,11 +94,7 @@ def read_manifest(file: OpenedFile, settings: Settings) -> FramesManifest:
 
 
 def _reasons(error: ValidationError) -> str:
-    parts = []
-    for item in error.errors()[:MAX_REPORTED_ERRORS]:
-        location = ".".join(str(part) for part in item["loc"]) or "manifest"
-        parts.append(f"{location}: {item['msg']}")
-    return "; ".join(parts)
+    return describe_errors(error.errors(), lambda item: location(item, "manifest"), MAX_REPORTED_ERRORS)
 
 
 def frame_sources(manifest: FramesManifest, anchor: Path, settings: Settings) -> list[str | int]:

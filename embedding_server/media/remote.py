@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
-from embedding_server.errors import ApiError, InvalidInput, payload_too_large
+from embedding_server.http_api.errors import ApiError, InvalidInput, payload_too_large
 from embedding_server.settings import Settings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address

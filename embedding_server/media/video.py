@@ -28,7 +28,7 @@ import av
 import decord
 import numpy as np
 
-from embedding_server.errors import InvalidInput
+from embedding_server.http_api.errors import InvalidInput
 from embedding_server.media.local_files import unreadable
 
 HEAD_BYTES = 512

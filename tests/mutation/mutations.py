@@ -28,7 +28,7 @@ class Mutation:
 MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         name="open_clip_image_ignores_pixels",
-        file="runners/open_clip_family.py",
+        file="runners/families/open_clip_torch.py",
         snippet="self._model.encode_image((unit_pixels(pixels) - self._mean) / self._std)",
         replacement=("self._model.encode_image((unit_pixels(torch.zeros_like(pixels)) - self._mean)"
                      " / self._std)"),
@@ -38,7 +38,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         name="open_clip_mean_std_swapped",
-        file="runners/open_clip_family.py",
+        file="runners/families/open_clip_torch.py",
         snippet=("self._mean = torch.tensor(preprocess.mean, device=self._device).view(1, 3, 1, 1)\n"
                  "        self._std = torch.tensor(preprocess.std, device=self._device).view(1, 3, 1, 1)"),
         replacement=("self._mean = torch.tensor(preprocess.std, device=self._device).view(1, 3, 1, 1)\n"
@@ -48,7 +48,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         name="processor_mean_std_swapped",
-        file="runners/transformers_common.py",
+        file="runners/families/transformers_torch.py",
         snippet=("mean = processor.image_mean if processor.do_normalize else [0.0, 0.0, 0.0]\n"
                  "        std = processor.image_std if processor.do_normalize else [1.0, 1.0, 1.0]"),
         replacement=("mean = processor.image_std if processor.do_normalize else [0.0, 0.0, 0.0]\n"
@@ -59,21 +59,19 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         name="open_clip_preparer_squashes",
-        file="runners/open_clip_family.py",
-        snippet="transform = image_transform_v2(_preprocess_cfg(directory), is_train=False)",
-        replacement=("transform = image_transform_v2(PreprocessCfg(**{**asdict(_preprocess_cfg(directory)), "
-                     "'resize_mode': 'squash'}), is_train=False)"),
+        file="runners/preparers/geometry.py",
+        snippet='return ImageGeometry("shortest", resample, "pil", shorter_side=size[0], crop=size)',
+        replacement='return ImageGeometry("squash", resample, "pil", squash_size=size)',
         tests=("tests/test_preparers.py::test_preparer_pixels_are_the_families_own",),
         why="the entry-side preparer resizes the shorter side and centre-crops, as open_clip does",
     ),
     Mutation(
-        name="processor_preparer_without_crop",
-        file="runners/transformers_common.py",
-        snippet="do_rescale=False, do_normalize=False, return_tensors=\"np\"",
-        replacement="do_rescale=False, do_normalize=False, do_center_crop=False, return_tensors=\"np\"",
-        tests=("tests/test_transformers_families.py::test_prepared_pixels_normalise_to_the_processors_own"
-               "[cn-clip-vit-b-16]",),
-        why="CN-CLIP and BLIP-2 pixels are the processor's resize and centre crop",
+        name="processor_crop_rounds_like_torchvision",
+        file="runners/preparers/geometry.py",
+        snippet="top, left = _crop_origin(pixels.shape[0], pixels.shape[1], crop, _floor_offset)",
+        replacement="top, left = _crop_origin(pixels.shape[0], pixels.shape[1], crop, _round_half_even_offset)",
+        tests=("tests/test_preparers.py::test_preparer_pixels_are_the_families_own",),
+        why="the Hugging Face processors' centre crop rounds its offset down, unlike torchvision's",
     ),
     Mutation(
         name="exif_rotation_reversed",
@@ -101,7 +99,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         name="coalesced_rows_not_advanced",
-        file="embedding_server/coalescing.py",
+        file="embedding_server/encoder/coalescing.py",
         snippet="\n            start += pending.size",
         replacement="",
         tests=("tests/test_coalescing.py::test_requests_arriving_during_a_call_share_the_next_one",),
@@ -109,7 +107,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         name="coalescer_never_sheds",
-        file="embedding_server/coalescing.py",
+        file="embedding_server/encoder/coalescing.py",
         snippet=("            if pending.since < deadline:\n"
                  "                pending.future.set_exception(ApiError(503, ENCODER_OVERLOADED))\n"
                  "                continue\n"),
@@ -119,7 +117,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         name="coalescer_wait_in_milliseconds",
-        file="embedding_server/coalescing.py",
+        file="embedding_server/encoder/coalescing.py",
         snippet="max_wait_s = settings.max_latency_ms / 1000",
         replacement="max_wait_s = settings.max_latency_ms",
         tests=("tests/test_served_limits.py::test_a_burst_beyond_the_max_latency_is_shed_with_503",),
@@ -128,7 +126,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         name="coalescer_error_fails_the_whole_call",
-        file="embedding_server/coalescing.py",
+        file="embedding_server/encoder/coalescing.py",
         snippet="if len(waiting) > 1 and not isinstance(error, ApiError):",
         replacement="if len(waiting) > len(batch) and not isinstance(error, ApiError):",
         tests=("tests/test_hostile_text.py::test_a_failing_item_fails_only_its_own_request"
@@ -137,7 +135,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         name="failed_rows_halves_swapped",
-        file="embedding_server/failed_rows.py",
+        file="embedding_server/encoder/failed_rows.py",
         snippet=("np.concatenate([embed_isolating(encode, batch[:middle], dimension),\n"
                  "                           embed_isolating(encode, batch[middle:], dimension)])"),
         replacement=("np.concatenate([embed_isolating(encode, batch[middle:], dimension),\n"
@@ -148,12 +146,12 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         name="concurrency_limit_unwired",
-        file="embedding_server/api.py",
-        snippet=("app.add_middleware(ConcurrencyLimitMiddleware,\n"
-                 "                   max_concurrency=math.ceil(get_settings().max_concurrency"
-                 " / get_settings().entry_workers),\n"
-                 "                   paths=(\"/embeddings\",))\n"),
-        replacement="",
+        file="embedding_server/routes.py",
+        snippet=("target.add_middleware(ConcurrencyLimitMiddleware,\n"
+                 "                          max_concurrency=math.ceil(settings.max_concurrency"
+                 " / settings.entry_workers),\n"
+                 "                          paths=(\"/embeddings\",))\n"),
+        replacement="pass\n",
         tests=("tests/test_served_limits.py::test_requests_beyond_the_concurrency_limit_get_429"
                "_and_status_routes_are_never_limited",),
         why="the served app answers 429 beyond EMBEDDING_MAX_CONCURRENCY, not only the middleware alone",
@@ -161,7 +159,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         name="concurrency_slot_never_released",
-        file="embedding_server/concurrency_limit.py",
+        file="embedding_server/http_api/concurrency_limit.py",
         snippet="            self.in_flight -= 1",
         replacement="            pass",
         tests=("tests/test_concurrency_limit.py",),
@@ -169,17 +167,17 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         name="body_limit_unwired",
-        file="embedding_server/api.py",
-        snippet=("app.add_middleware(BodyLimitMiddleware, max_bytes=get_settings().max_body_bytes,\n"
-                 "                   timeout_s=get_settings().body_timeout_s)\n"),
-        replacement="",
+        file="embedding_server/routes.py",
+        snippet=("target.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes,"
+                 " timeout_s=settings.body_timeout_s)\n"),
+        replacement="pass\n",
         tests=("tests/test_served_limits.py::test_a_body_over_the_cap_gets_413",),
         why="the served app caps bodies and receives them whole before a request takes a slot",
         timeout_s=SERVED_TIMEOUT_S,
     ),
     Mutation(
         name="streamed_body_not_counted",
-        file="embedding_server/body_limit.py",
+        file="embedding_server/http_api/body_limit.py",
         snippet="        received += len(chunk)\n",
         replacement="",
         tests=("tests/test_body_limit.py",),
@@ -229,7 +227,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         name="frame_indexes_order_lost",
-        file="embedding_server/video_inputs.py",
+        file="embedding_server/media/video_inputs.py",
         snippet="        if order == wanted:\n",
         replacement="        if set(order) == set(wanted):\n",
         tests=("tests/test_video.py::test_video_file_embeds_the_selected_frames"
@@ -238,7 +236,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         name="base64_big_endian",
-        file="embedding_server/encoding.py",
+        file="embedding_server/http_api/encoding.py",
         snippet="dtype=\"<f4\"",
         replacement="dtype=\">f4\"",
         tests=("tests/test_encoding.py::test_base64_round_trip_is_exact",),
@@ -263,7 +261,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         name="causal_trim_drops_end_of_text",
-        file="runners/causal_text.py",
+        file="runners/families/causal_text.py",
         snippet="tokens[:, :int(_pooled_positions(model, tokens).max()) + 1]",
         replacement="tokens[:, :int(_pooled_positions(model, tokens).max())]",
         tests=("tests/test_causal_text.py::test_trimmed_tower_equals_encode_text",),
@@ -271,7 +269,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         name="tokenizer_cache_unbounded",
-        file="runners/clip_tokenizer.py",
+        file="runners/families/clip_tokenizer.py",
         snippet="self.cache = LRUCache(CACHE_SIZE)",
         replacement="self.cache = {}",
         tests=("tests/test_hostile_text.py::test_the_tokenizer_cache_stays_bounded"

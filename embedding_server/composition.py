@@ -1,0 +1,102 @@
+"""Composition: a catalogue model, its store entry and the settings, turned into what serves it.
+
+The one place that wires "model -> adapter -> store entry -> runner / preparer -> ModelInfo",
+used by ``service.py``, ``bench/`` and the tests. Settings are read at the top and passed in;
+what reaches the runners is plain values (:class:`runners.contract.RunnerOptions`).
+
+The Encoder's side (:func:`load_runner`) imports torch and the engines when called; the entry
+service's side (:func:`load_preparer`, :func:`build_pipeline`) imports neither.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from embedding_server.encoder.coalescing import CoalescingEncoder
+from embedding_server.encoder.protocol import EncoderClient
+from embedding_server.http_api.schemas import ModelInfo
+from embedding_server.pipeline import EmbeddingPipeline
+from embedding_server.settings import Settings
+from importer.store import VARIANT_LABEL, WEIGHTS_LABEL
+from models.catalogue import CatalogueModel
+from runners.contract import EmbeddingRunner, ImagePreparer, OpenVinoOptions, RunnerOptions
+
+
+@dataclass(frozen=True)
+class StoredEntry:
+    """What serving reads of a model-store entry: its files, tag and labels."""
+
+    directory: Path
+    tag: str
+    labels: Mapping[str, str]
+
+    @classmethod
+    def of(cls, entry: Any) -> StoredEntry:
+        """From a ``bentoml.Model``."""
+        return cls(Path(entry.path), str(entry.tag), dict(entry.info.labels))
+
+
+def runner_options(settings: Settings) -> RunnerOptions:
+    return RunnerOptions(device=settings.device, text_token_cap=settings.text_token_cap,
+                         text_token_budget=settings.text_token_budget)
+
+
+def openvino_options(settings: Settings) -> OpenVinoOptions:
+    """OpenVINO properties from the ``EMBEDDING_OV_*`` settings (unset ones: OpenVINO's own)."""
+    options: dict[str, Any] = {"PERFORMANCE_HINT": settings.ov_performance_hint}
+    if settings.ov_num_streams is not None:
+        options["NUM_STREAMS"] = settings.ov_num_streams
+    if settings.ov_inference_threads is not None:
+        options["INFERENCE_NUM_THREADS"] = settings.ov_inference_threads
+    if settings.ov_inference_precision != "auto":
+        options["INFERENCE_PRECISION_HINT"] = settings.ov_inference_precision
+    return OpenVinoOptions(compile_options=options, cache_dir=settings.ov_cache_dir)
+
+
+def load_runner(model: CatalogueModel, entry: StoredEntry, settings: Settings) -> EmbeddingRunner:
+    """The Encoder's runner: OpenVINO (``EMBEDDING_USE_OV``, converting the entry's encoders
+    on its first start) or PyTorch, on the CPU as concurrent slices where that helps
+    (:mod:`runners.backends.cpu_lanes`)."""
+    import torch
+
+    from runners.backends import cpu_lanes, openvino_backend
+
+    if settings.torch_threads:  # 0 keeps PyTorch's default: one thread per core
+        torch.set_num_threads(settings.torch_threads)
+    options = runner_options(settings)
+    if settings.use_ov:
+        return openvino_backend.load_runner(model.adapter, entry.directory, entry.tag, options,
+                                            openvino_options(settings))
+    return cpu_lanes.sliced_on_cpu(model.adapter.load_runner(entry.directory, options), settings.device,
+                                   settings.torch_lanes, torch.get_num_threads())
+
+
+def model_info(model: CatalogueModel, runner: EmbeddingRunner, entry: StoredEntry, device: str) -> ModelInfo:
+    """What the Encoder reports about the model it serves (``device``: the configured one,
+    unless the runner resolved its own)."""
+    return ModelInfo(
+        id=model.id,
+        dimension=runner.dimension,
+        modalities=list(model.modalities),
+        image_size=model.image_size,
+        context_length=model.context_length,
+        device=runner.device or device,
+        backend=runner.backend,
+        weights=entry.labels.get(WEIGHTS_LABEL, "pretrained"),
+        variant=entry.labels.get(VARIANT_LABEL, "full"),
+        store_tag=entry.tag,
+    )
+
+
+def load_preparer(model: CatalogueModel, entry_dir: Path) -> ImagePreparer | None:
+    """The entry service's image preparer (Pillow and numpy), ``None`` for text-only models."""
+    return model.adapter.load_image_preparer(entry_dir) if model.supports_images else None
+
+
+def build_pipeline(model: CatalogueModel, preparer: ImagePreparer | None, encoder: EncoderClient,
+                   settings: Settings) -> EmbeddingPipeline:
+    """The entry service's pipeline (``preparer``: :func:`load_preparer`): concurrent requests
+    share ``encoder`` calls (one in flight per modality, :mod:`embedding_server.encoder.coalescing`)."""
+    return EmbeddingPipeline(model, CoalescingEncoder(encoder, settings), preparer, settings)

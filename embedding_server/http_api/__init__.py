@@ -1,0 +1,1 @@
+"""The HTTP vocabulary: request and response schemas, errors, vector encodings, middlewares."""

@@ -1,0 +1,191 @@
+"""The five video inputs: from a request to one vector per frame, in order.
+
+Frames stream to the Encoder in chunks of ``image_max_batch_size``: while the Encoder embeds
+one chunk, the video's decoding process (:mod:`.media.decode_process`) decodes and prepares
+the next, so at most two chunks of model-sized pixels are alive at once, however long the
+video. Local files are opened once, confined, and decoded from that descriptor. Videos that arrive as bytes are
+written to a private temporary file that is removed when the request ends, however it ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import AsyncExitStack
+from functools import partial
+from typing import Awaitable, Callable, Sequence, TypeVar
+
+import numpy as np
+
+from embedding_server.http_api.errors import ApiError, located
+from embedding_server.http_api.schemas import (
+    FramesBatchInput,
+    ImageBase64Input,
+    ImageUrlInput,
+    SegmentConfig,
+    VideoFileInput,
+    VideoFramesInput,
+    VideoInput,
+    VideoUrlInput,
+)
+from embedding_server.media.blocking import run_blocking, settle
+from embedding_server.media.decode_process import DecodingProcess
+from embedding_server.media.frame_selection import (
+    check_frame_count,
+    check_pixel_budget,
+    check_segment_config,
+    select_frames,
+)
+from embedding_server.media.images import decode_base64
+from embedding_server.media.local_files import OpenedFile, open_local_file
+from embedding_server.media.manifest import (
+    FramesManifest,
+    check_crop,
+    check_frame_numbers,
+    frame_sources,
+    manifest_image,
+    read_manifest,
+)
+from embedding_server.media.remote import download
+from embedding_server.media.temp_files import (
+    BackgroundWriter,
+    open_written,
+    private_directory,
+    write_private,
+)
+from embedding_server.settings import Settings
+from runners.contract import ImagePreparer
+
+T = TypeVar("T")
+EncodeImages = Callable[[np.ndarray], Awaitable[np.ndarray]]
+ImagePixels = Callable[[ImageUrlInput | ImageBase64Input], Awaitable[np.ndarray]]
+
+
+class VideoEmbedder:
+    """Answers video inputs with the Encoder's ``encode_images`` and the model's preparer."""
+
+    def __init__(self, encode_images: EncodeImages, image_pixels: ImagePixels,
+                 settings: Settings) -> None:
+        self._encode_images = encode_images
+        self._image_pixels = image_pixels  # the image inputs' own fetch-decode-prepare path
+        self._settings = settings
+
+    async def embed(self, item: VideoInput, preparer: ImagePreparer) -> np.ndarray:
+        """``(frames, D)`` vectors for ``item``."""
+        settings = self._settings
+        if isinstance(item, VideoFramesInput):
+            return await self._frames(item.video_frames)
+        if isinstance(item, FramesBatchInput):
+            return await self._manifest(item.frames_manifest_path, preparer)
+        check_segment_config(item.segment_config, settings)
+        if isinstance(item, VideoFileInput):
+            with await run_blocking(open_local_file, item.video_path, settings) as file:
+                return await self._video(file, item.segment_config, preparer)
+        with private_directory(settings.video_temp_dir) as directory:
+            path = directory / "video"
+            if isinstance(item, VideoUrlInput):
+                # Straight to disk: holding up to max_video_bytes per concurrent download in
+                # memory would not be safe; a thread writes, so the loop never waits for it.
+                async with BackgroundWriter(path) as file:
+                    await download(item.video_url, file.write, max_bytes=settings.max_video_bytes,
+                                   settings=settings, what="video")
+            else:
+                data = await run_blocking(partial(decode_base64, max_bytes=settings.max_video_bytes,
+                                                  what="video"), item.video_base64)
+                await run_blocking(write_private, path, data)
+                del data  # the file holds it now
+            with await run_blocking(open_written, path) as file:
+                return await self._video(file, item.segment_config, preparer)
+
+    async def _frames(self, frames: Sequence[ImageUrlInput | ImageBase64Input]) -> np.ndarray:
+        check_frame_count(len(frames), self._settings)
+
+        async def one(position: int) -> np.ndarray:
+            try:
+                return await self._image_pixels(frames[position])
+            except ApiError as error:
+                raise located(f"video_frames[{position}]", error) from None
+
+        async def chunk(positions: Sequence[int]) -> np.ndarray:
+            tasks = [asyncio.ensure_future(one(position)) for position in positions]
+            try:
+                return np.concatenate(await asyncio.gather(*tasks))
+            finally:
+                for task in tasks:  # after a failure, stop the siblings still fetching
+                    task.cancel()
+
+        return await self._encode_in_chunks(range(len(frames)), chunk)
+
+    async def _video(self, file: OpenedFile, config: SegmentConfig,
+                     preparer: ImagePreparer) -> np.ndarray:
+        settings = self._settings
+        async with await DecodingProcess.open(file, preparer, settings) as video:
+            info = video.info
+            wanted = select_frames(config, info.frame_count, info.fps, settings)
+            order = sorted(set(wanted))  # decode forward, each frame once
+            check_pixel_budget(len(order), info.width, info.height, settings)
+            video.decode([(index, None) for index in order], settings.image_max_batch_size)
+            vectors = await self._encode_in_chunks(order, lambda part: video.take(len(part)))
+        if order == wanted:
+            return vectors
+        row = {index: position for position, index in enumerate(order)}
+        return vectors[[row[index] for index in wanted]]
+
+    async def _manifest(self, raw_path: str, preparer: ImagePreparer) -> np.ndarray:
+        settings = self._settings
+        with await run_blocking(open_local_file, raw_path, settings) as file:
+            manifest = await run_blocking(read_manifest, file, settings)
+            anchor = file.path.parent
+        sources = await run_blocking(frame_sources, manifest, anchor, settings)
+        from_video = [position for position, source in enumerate(sources) if isinstance(source, int)]
+        async with AsyncExitStack() as stack:
+            video = None
+            if from_video:  # frame_sources made sure the manifest names a video
+                video_file = stack.enter_context(await run_blocking(
+                    open_local_file, manifest.video_path, settings, anchor))
+                video = await stack.enter_async_context(
+                    await DecodingProcess.open(video_file, preparer, settings))
+                self._start_manifest_video(video, manifest, sources, from_video)
+
+            async def pixels(positions: Sequence[int]) -> np.ndarray:
+                def prepare_images() -> dict[int, np.ndarray]:
+                    return {at: preparer(manifest_image(manifest.frames[at], at, anchor, settings))
+                            for at in positions if not isinstance(sources[at], int)}
+
+                images = await run_blocking(prepare_images)
+                count = len(positions) - len(images)
+                frames = iter(await video.take(count)) if video is not None and count else iter(())
+                return np.stack([images[at] if at in images else next(frames) for at in positions])
+
+            return await self._encode_in_chunks(range(len(sources)), pixels)
+
+    def _start_manifest_video(self, video: DecodingProcess, manifest: FramesManifest,
+                              sources: list[str | int], from_video: list[int]) -> None:
+        """Check the entries taken from the video against it, then ask for their frames."""
+        info = video.info
+        check_frame_numbers(sources, info.frame_count)
+        for position in from_video:
+            check_crop(manifest.frames[position], info.width, info.height, position)
+        check_pixel_budget(len(from_video), info.width, info.height, self._settings)
+        jobs = [(sources[at], manifest.frames[at].crop_bbox) for at in from_video]
+        video.decode(jobs, self._settings.image_max_batch_size,
+                     [f"frames[{position}]" for position in from_video])
+
+    async def _encode_in_chunks(
+        self, items: Sequence[T], pixels_of: Callable[[Sequence[T]], Awaitable[np.ndarray]]
+    ) -> np.ndarray:
+        """Embed ``pixels_of`` each chunk of ``items``, preparing the next chunk meanwhile."""
+        size = self._settings.image_max_batch_size
+        chunks = [items[start:start + size] for start in range(0, len(items), size)]
+        vectors = []
+        upcoming = asyncio.ensure_future(pixels_of(chunks[0]))
+        try:
+            for number in range(len(chunks)):
+                pixels = await upcoming
+                if number + 1 < len(chunks):
+                    upcoming = asyncio.ensure_future(pixels_of(chunks[number + 1]))
+                vectors.append(await self._encode_images(pixels))
+                del pixels
+        finally:
+            await settle(upcoming, cancel=True)
+        return np.concatenate(vectors)
+

@@ -1,0 +1,1 @@
+"""Writing and finding model-store entries, and the import command line."""

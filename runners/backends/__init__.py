@@ -1,0 +1,1 @@
+"""Runtimes and tensor plumbing shared by the families: devices, CPU lanes, OpenVINO."""

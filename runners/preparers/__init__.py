@@ -1,0 +1,1 @@
+"""Image preparers of the entry process: geometry reproduced with Pillow and numpy, without torch."""
