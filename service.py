@@ -22,7 +22,7 @@ from embedding_server.encoder.client import EncoderConnection
 from embedding_server.encoder.failed_rows import embed_isolating
 from embedding_server.http_api import request_timeout
 from embedding_server.media.local_files import check_video_roots
-from embedding_server.routes import add_limits, app
+from embedding_server.routes import build_app
 from embedding_server.settings import get_settings
 from importer.store import find_entry, store_tag
 from models.catalogue import find_model
@@ -30,8 +30,10 @@ from models.catalogue import find_model
 settings = get_settings()
 check_video_roots(settings)  # a symlinked or world-writable video root stops start-up
 MODEL = find_model(settings.model_name)
+if settings.use_ov:
+    composition.check_openvino_device(settings.device)  # lists the devices OpenVINO sees otherwise
 ENTRY = find_entry(MODEL)  # fails start-up with the import command when the model is missing
-add_limits(app, settings)
+app = build_app(settings)
 
 # Raised limits on the callee work around BentoML 1.4.31-1.4.40 recycling the caller's
 # aiohttp session under load ("Connector is closed" above ~100 concurrent calls).

@@ -20,7 +20,8 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from embedding_server.composition import StoredEntry, load_preparer  # noqa: E402
+from embedding_server.composition import StoredEntry, load_preparer, runner_options  # noqa: E402
+from embedding_server.settings import load_settings  # noqa: E402
 from embedding_server.media.images import decode_base64, decode_image  # noqa: E402
 from importer.store import find_entry  # noqa: E402
 from models.catalogue import find_model  # noqa: E402
@@ -35,7 +36,7 @@ class NaiveEmbedder:
     def __init__(self, model_id: str) -> None:
         model = find_model(model_id)
         directory = StoredEntry.of(find_entry(model)).directory
-        self._runner = model.adapter.load_runner(directory)
+        self._runner = model.adapter.load_runner(directory, runner_options(load_settings()))
         self._prepare = load_preparer(model, directory)
         self._lock = threading.Lock()
 

@@ -131,6 +131,7 @@ def interleaved(encoders: dict[str, Callable[[int], object]], batches: tuple[int
 
 def measure_model(model_id: str, tiny: bool, seconds: float, home: Path) -> dict[str, list[Sweep]]:
     from embedding_server.composition import StoredEntry, openvino_options, runner_options
+    from embedding_server.settings import load_settings
     from importer.store import import_model
     from models.catalogue import find_model
     from runners.backends import openvino_backend
@@ -139,7 +140,7 @@ def measure_model(model_id: str, tiny: bool, seconds: float, home: Path) -> dict
     model = find_model(model_id)
     adapter = model.adapter
     entry = StoredEntry.of(import_model(model, WeightSource("random", tiny=tiny)))
-    runners = {"PyTorch": adapter.load_runner(entry.directory)}
+    runners = {"PyTorch": adapter.load_runner(entry.directory, runner_options(load_settings()))}
     for variant in variants():
         settings = variant.settings(home / "openvino")
         runners[variant.label] = openvino_backend.load_runner(adapter, entry.directory, entry.tag,

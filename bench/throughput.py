@@ -207,7 +207,7 @@ class BareModel:
     def __init__(self, plan: Plan, images: list[bytes], queries: list[str]) -> None:
         import torch
 
-        from embedding_server.composition import StoredEntry, load_preparer
+        from embedding_server.composition import StoredEntry, load_preparer, runner_options
         from embedding_server.settings import load_settings
         from importer.store import find_entry
         from models.catalogue import TEXT, find_model
@@ -215,10 +215,11 @@ class BareModel:
 
         model = find_model(plan.model)
         directory = StoredEntry.of(find_entry(model)).directory
-        whole = model.adapter.load_runner(directory)
+        settings = load_settings()
+        whole = model.adapter.load_runner(directory, runner_options(settings))
         self.variants = {"whole": whole}
         self.smallest_sliced = 0
-        sliced = sliced_on_cpu(whole, "CPU", load_settings().torch_lanes, torch.get_num_threads())
+        sliced = sliced_on_cpu(whole, "CPU", settings.torch_lanes, torch.get_num_threads())
         if isinstance(sliced, SlicedRunner):  # as the service runs it, EMBEDDING_TORCH_LANES included
             self.variants[f"{sliced.lanes} slices"] = sliced
             self.smallest_sliced = sliced.lanes * MIN_SLICE

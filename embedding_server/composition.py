@@ -10,6 +10,8 @@ service's side (:func:`load_preparer`, :func:`build_pipeline`) imports neither.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -21,7 +23,7 @@ from embedding_server.pipeline import EmbeddingPipeline
 from embedding_server.settings import Settings
 from importer.store import VARIANT_LABEL, WEIGHTS_LABEL
 from models.catalogue import CatalogueModel
-from runners.contract import EmbeddingRunner, ImagePreparer, OpenVinoOptions, RunnerOptions
+from runners.contract import DeviceUnavailable, EmbeddingRunner, ImagePreparer, OpenVinoOptions, RunnerOptions
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,24 @@ class StoredEntry:
     def of(cls, entry: Any) -> StoredEntry:
         """From a ``bentoml.Model``."""
         return cls(Path(entry.path), str(entry.tag), dict(entry.info.labels))
+
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# Run by a child interpreter: the OpenVINO device check, its message on stderr when it fails.
+_DEVICE_CHECK = "import sys; from runners.backends.openvino_backend import check_device; check_device(sys.argv[1])"
+
+
+def check_openvino_device(device: str) -> None:
+    """Stop start-up unless OpenVINO can use ``device``, as the Encoder will ask it to.
+
+    Asked of a child interpreter, so that the processes which only import ``service.py`` (the
+    arbiter, the entry workers) never load OpenVINO; the Encoder's own check, when it compiles
+    the model, is :func:`runners.backends.openvino_backend.check_device` itself."""
+    checked = subprocess.run([sys.executable, "-c", _DEVICE_CHECK, device], cwd=PROJECT_ROOT,
+                             capture_output=True, text=True, timeout=300)
+    if checked.returncode != 0:
+        lines = checked.stderr.strip().splitlines() or [f"the OpenVINO device check exited with {checked.returncode}"]
+        raise DeviceUnavailable(lines[-1].split(": ", 1)[-1])
 
 
 def runner_options(settings: Settings) -> RunnerOptions:
@@ -61,12 +81,14 @@ def load_runner(model: CatalogueModel, entry: StoredEntry, settings: Settings) -
     (:mod:`runners.backends.cpu_lanes`)."""
     import torch
 
-    from runners.backends import cpu_lanes, openvino_backend
+    from runners.backends import cpu_lanes
 
     if settings.torch_threads:  # 0 keeps PyTorch's default: one thread per core
         torch.set_num_threads(settings.torch_threads)
     options = runner_options(settings)
     if settings.use_ov:
+        from runners.backends import openvino_backend
+
         return openvino_backend.load_runner(model.adapter, entry.directory, entry.tag, options,
                                             openvino_options(settings))
     return cpu_lanes.sliced_on_cpu(model.adapter.load_runner(entry.directory, options), settings.device,

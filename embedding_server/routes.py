@@ -2,7 +2,8 @@
 
 BentoML's own ``@bentoml.api`` routes are POST-only and answer validation errors with a
 400-shaped body, so the public API lives here, where GET routes, 422s and ``{"detail": ...}``
-bodies are native.
+bodies are native. :func:`build_app` makes the app with the limits of the settings it is given
+(``service.py`` builds the one it serves).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import math
 from typing import Any
 
 import bentoml
-from fastapi import Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
@@ -31,21 +32,26 @@ from models.catalogue import CATALOGUE, IMAGE, TEXT, VIDEO, families
 logger = logging.getLogger(__name__)
 HEALTH_TIMEOUT_S = 5.0
 
-app = FastAPI(title="Multimodal embedding server",
-              description="Text, image and video embeddings with CLIP-style models.")
-app.router.route_class = OrjsonRoute  # before any route is declared
+router = APIRouter(route_class=OrjsonRoute)
 
 
-def add_limits(target: FastAPI, settings: Settings) -> None:
-    """The request-size and concurrency limits of ``settings`` on ``target``.
+def build_app(settings: Settings) -> FastAPI:
+    """The public app: the routes, ``{"detail": ...}`` error bodies, and the request-size and
+    concurrency limits of ``settings``.
 
-    The last added runs first: the body is received whole (cap, deadline) before the request
-    takes a concurrency slot. Each entry-service worker process admits its share of
-    ``EMBEDDING_MAX_CONCURRENCY``."""
-    target.add_middleware(ConcurrencyLimitMiddleware,
-                          max_concurrency=math.ceil(settings.max_concurrency / settings.entry_workers),
-                          paths=("/embeddings",))
-    target.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s)
+    The last middleware added runs first: the body is received whole (cap, deadline) before
+    the request takes a concurrency slot. Each entry-service worker process admits its share
+    of ``EMBEDDING_MAX_CONCURRENCY``."""
+    app = FastAPI(title="Multimodal embedding server",
+                  description="Text, image and video embeddings with CLIP-style models.")
+    app.include_router(router)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(ApiError, _on_api_error)
+    app.add_middleware(ConcurrencyLimitMiddleware,
+                       max_concurrency=math.ceil(settings.max_concurrency / settings.entry_workers),
+                       paths=("/embeddings",))
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s)
+    return app
 
 
 def current_pipeline(service: Any = Depends(bentoml.get_current_service)) -> EmbeddingPipeline:
@@ -68,17 +74,15 @@ def _detail_response(error: ApiError) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=error.status_code)
 
 
-@app.exception_handler(RequestValidationError)
 async def _on_validation_error(_: Request, error: RequestValidationError) -> JSONResponse:
     return _detail_response(InvalidInput(_validation_message(error)))
 
 
-@app.exception_handler(ApiError)
 async def _on_api_error(_: Request, error: ApiError) -> JSONResponse:
     return _detail_response(error)
 
 
-@app.get("/health")
+@router.get("/health")
 async def health(pipeline: EmbeddingPipeline = Depends(current_pipeline)) -> Any:
     try:
         await asyncio.wait_for(pipeline.check_health(), HEALTH_TIMEOUT_S)
@@ -88,7 +92,7 @@ async def health(pipeline: EmbeddingPipeline = Depends(current_pipeline)) -> Any
     return {"status": "healthy"}
 
 
-@app.get("/models")
+@router.get("/models")
 async def list_models(pipeline: EmbeddingPipeline = Depends(current_pipeline)) -> dict[str, Any]:
     return {
         "current_model": pipeline.model.id,
@@ -97,7 +101,7 @@ async def list_models(pipeline: EmbeddingPipeline = Depends(current_pipeline)) -
     }
 
 
-@app.get("/model/current", response_model=CurrentModel)
+@router.get("/model/current", response_model=CurrentModel)
 async def current_model(pipeline: EmbeddingPipeline = Depends(current_pipeline)) -> CurrentModel:
     info = await pipeline.model_info()
     return CurrentModel(model=info.id, device=info.device, use_openvino=info.backend == "openvino",
@@ -105,7 +109,7 @@ async def current_model(pipeline: EmbeddingPipeline = Depends(current_pipeline))
                         store_tag=info.store_tag, dimension=info.dimension)
 
 
-@app.get("/model/capabilities", response_model=Capabilities)
+@router.get("/model/capabilities", response_model=Capabilities)
 async def capabilities(pipeline: EmbeddingPipeline = Depends(current_pipeline)) -> Capabilities:
     info = await pipeline.model_info()
     return Capabilities(model=info.id, modalities=info.modalities,
@@ -114,7 +118,7 @@ async def capabilities(pipeline: EmbeddingPipeline = Depends(current_pipeline)) 
                         supports_video=VIDEO in info.modalities)
 
 
-@app.post("/embeddings")
+@router.post("/embeddings")
 async def embeddings(request: EmbeddingRequest,
                      pipeline: EmbeddingPipeline = Depends(current_pipeline)) -> Response:
     try:

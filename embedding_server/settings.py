@@ -170,7 +170,7 @@ class Settings(BaseSettings):
     @classmethod
     def _default_within_cap(cls, value: int, info: ValidationInfo) -> int:
         return _checked_against(value, info, "max_frames_per_request", operator.le,
-                                "exceeds EMBEDDING_MAX_FRAMES_PER_REQUEST ({limit:g})")
+                                "exceeds EMBEDDING_MAX_FRAMES_PER_REQUEST ({limit})")
 
     @field_validator("body_timeout_s")
     @classmethod

@@ -15,7 +15,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from importer.store import ModelNotImported, find_entry, import_model
 from models.catalogue import CATALOGUE, UnknownModel, find_model
 from runners.contract import WeightSource
 
@@ -56,7 +55,7 @@ def _source(args: argparse.Namespace) -> WeightSource:
 
 def _list() -> None:
     for model in CATALOGUE:
-        print(f"{model.id:40} dim={model.dimension:<5} family={model.adapter.name}")
+        print(f"{model.id:40} dim={model.dimension:<5} implemented=yes")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     source = _source(args)
     try:
         model = find_model(args.model)
+        from importer.store import ModelNotImported, find_entry, import_model  # bentoml: not for `list`
+
         if args.if_missing:
             try:
                 print(f"{model.id} is already in the model store as {find_entry(model).tag}")

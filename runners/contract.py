@@ -83,6 +83,10 @@ class Towers:
     image: nn.Module | None = None
 
 
+class DeviceUnavailable(RuntimeError):
+    """The configured device is not available to the backend (the message lists those it sees)."""
+
+
 class ModelSpec(Protocol):
     """What an adapter reads of a catalogue row (:class:`models.catalogue.CatalogueModel`)."""
 

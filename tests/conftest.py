@@ -74,10 +74,10 @@ def reference_clip(tiny_entry: Path) -> tuple:
 
 
 @pytest.fixture
-def use_pipeline() -> Iterator[Callable[[Any], None]]:
+def use_pipeline(service_module: ModuleType) -> Iterator[Callable[[Any], None]]:
     """``use_pipeline(pipeline)``, or ``use_pipeline(dependency)`` for a FastAPI dependency that
-    returns one: the public app serves that pipeline until this test ends, then what it served
-    before. Every test that points the app elsewhere goes through here, so none can leave it
+    returns one: the public app (``service.app``) serves that pipeline until this test ends,
+    then what it served before. Every test that points the app elsewhere goes through here, so none can leave it
     pointed for the next test, whatever the order."""
     with ExitStack() as stack:
         def use(pipeline_or_dependency: Any) -> None:

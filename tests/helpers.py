@@ -80,7 +80,8 @@ def pipeline_embed(pipeline: Any, item: dict[str, Any]) -> np.ndarray:
 def pipeline_overridden(dependency: Callable[..., Any]) -> Iterator[None]:
     """The public app takes its pipeline from ``dependency`` (a FastAPI dependency) inside the
     block, and whatever it took before afterwards. Use the ``use_pipeline`` fixture in tests."""
-    from embedding_server.routes import app, current_pipeline
+    from embedding_server.routes import current_pipeline
+    from service import app
 
     before = app.dependency_overrides.get(current_pipeline)
     app.dependency_overrides[current_pipeline] = dependency

@@ -222,13 +222,12 @@ class _UnreachableEncoder:
 
 @pytest.fixture
 def client_without_model(service_module, use_pipeline):
-    from embedding_server.routes import app
     from embedding_server.encoder.client import EncoderConnection
     from embedding_server.pipeline import EmbeddingPipeline
 
     use_pipeline(EmbeddingPipeline(service_module.MODEL, EncoderConnection(_UnreachableEncoder()), None,
                                    service_module.settings))
-    with TestClient(app) as client:
+    with TestClient(service_module.app) as client:
         yield client
 
 

@@ -77,9 +77,7 @@ def closed_network() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def fuzz_schema(service_module, closed_network):
-    from embedding_server.routes import app
-
-    return schemathesis.openapi.from_dict(_narrowed_schema(app.openapi()), )
+    return schemathesis.openapi.from_dict(_narrowed_schema(service_module.app.openapi()), )
 
 
 def _requests(operation: Any) -> st.SearchStrategy:

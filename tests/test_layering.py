@@ -125,8 +125,11 @@ def test_settings_are_read_only_at_the_top():
 
 
 def test_every_production_module_is_in_a_room_and_named_in_the_readme():
+    """Named by its path, or as `name.py` with its folder's path elsewhere in the README."""
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     for path in production_modules():
         room_of(path)
+        relative = path.relative_to(REPO)
         if path.name != "__init__.py":
-            assert path.relative_to(REPO).as_posix() in readme or path.name in readme, path
+            by_folder = f"{relative.parent.as_posix()}/" in readme and f"`{path.name}`" in readme
+            assert f"`{relative.as_posix()}`" in readme or by_folder, relative

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
 
 from embedding_server.http_api.errors import ApiError
 from embedding_server.pipeline import EmbeddingPipeline

@@ -170,7 +170,7 @@ def test_long_text_is_truncated_at_the_token_cap(entries):
     assert runner.max_length == 16
     vectors = runner.encode_text([long_text, "a cat"])
     assert (unit_cosines(vectors, qwen_reference(directory, [long_text, "a cat"], 16)) > PARITY).all()
-    assert TEXT_EMBEDDER.load_runner(directory).max_length == 8192  # the setting's default
+    assert TEXT_EMBEDDER.load_runner(directory).max_length == 8192  # the default token cap
 
 
 def test_token_cap_setting_is_validated(monkeypatch):
@@ -256,14 +256,12 @@ def media_items() -> list[tuple[str, dict]]:
 
 
 @pytest.fixture
-def text_only_client(entries, use_pipeline):
+def text_only_client(entries, service_module, use_pipeline):
     """The public app serving the tiny Qwen entry through the real pipeline (no preparer, as
     service.py builds it for a text-only model)."""
-    from embedding_server.routes import app
-
     model = find_model(TEXT_ONLY_MODEL)
     use_pipeline(in_process_pipeline(model, TEXT_EMBEDDER.load_runner(entries[model.name]), None))
-    with TestClient(app) as client:
+    with TestClient(service_module.app) as client:
         yield client
 
 

@@ -1,7 +1,7 @@
 """The five video inputs: from a request to one vector per frame, in order.
 
 Frames stream to the Encoder in chunks of ``image_max_batch_size``: while the Encoder embeds
-one chunk, the video's decoding process (:mod:`.media.decode_process`) decodes and prepares
+one chunk, the video's decoding process (:mod:`.decode_process`) decodes and prepares
 the next, so at most two chunks of model-sized pixels are alive at once, however long the
 video. Local files are opened once, confined, and decoded from that descriptor. Videos that arrive as bytes are
 written to a private temporary file that is removed when the request ends, however it ends.

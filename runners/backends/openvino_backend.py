@@ -17,11 +17,15 @@ import numpy as np
 import openvino as ov
 
 from runners.backends.openvino_export import IMAGE_IR, TEXT_IR, ir_for_entry
-from runners.contract import PIXELS, EmbeddingRunner, FamilyAdapter, OpenVinoOptions, RunnerOptions, TextInputs
-
-
-class DeviceUnavailable(RuntimeError):
-    """OpenVINO cannot use the configured device."""
+from runners.contract import (
+    PIXELS,
+    DeviceUnavailable,
+    EmbeddingRunner,
+    FamilyAdapter,
+    OpenVinoOptions,
+    RunnerOptions,
+    TextInputs,
+)
 
 
 def check_device(device: str, core: ov.Core | None = None) -> None:

@@ -1,4 +1,6 @@
-"""Small tokenizers of the upstream kinds, built offline for random-weight transformers entries.
+"""Small tokenizers of the upstream kinds, built offline for random-weight entries: the
+transformers families' (WordPiece, Qwen's byte-level BPE) and SigLIP2's Gemma tokenizer, which
+its open_clip config names.
 
 A random-weight entry (tests, benchmarks) cannot download its model's tokenizer. These
 stand-ins have the upstream tokenizer's class, algorithm, normalisation, special tokens and

@@ -51,9 +51,12 @@ def _local_dir(directory: Path) -> str:
 def _register_timm_variant(name: str, base: str, arguments: dict[str, Any]) -> None:
     """Make timm build ``name`` as its architecture ``base`` with ``arguments`` (fewer blocks,
     narrower stages): open_clip builds a timm tower from its registered name alone, so a tiny
-    tower can only be named. Same classes, pretrained config and input size as ``base``."""
+    tower can only be named. Same classes, pretrained config and input size as ``base``; the
+    arguments' lists (as JSON stores them) become the tuples timm's entrypoints give."""
+    fixed = {key: tuple(value) if isinstance(value, list) else value for key, value in arguments.items()}
+
     def entrypoint(pretrained: bool = False, **kwargs: Any) -> nn.Module:
-        return model_entrypoint(base)(pretrained=pretrained, **{**arguments, **kwargs})
+        return model_entrypoint(base)(pretrained=pretrained, **{**fixed, **kwargs})
 
     entrypoint.__name__ = entrypoint.__qualname__ = name
     entrypoint.__module__ = __name__
@@ -83,7 +86,7 @@ def _tiny_config(model: ModelSpec, model_cfg: dict[str, Any]) -> tuple[dict[str,
     variants: dict[str, Any] = {}
     if "timm_model_name" in vision:
         base = vision["timm_model_name"]
-        if model.tiny is None:
+        if not model.tiny:
             raise ValueError(f"{model.id}: the catalogue gives no tiny variant of timm tower {base!r}")
         vision["timm_model_name"] = TINY_PREFIX + base
         variants[TINY_PREFIX + base] = {"base": base, "arguments": dict(model.tiny)}

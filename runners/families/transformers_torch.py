@@ -36,7 +36,7 @@ from runners.backends.token_budget import budget_groups
 from runners.backends.torch_io import pixel_tensor, unit_rows
 from runners.backends.towers import Tower
 from runners.contract import DEFAULT_RUNNER_OPTIONS, EmbeddingRunner, ModelSpec, RunnerOptions, Towers, WeightSource
-from runners.families.transformers_entry import ENTRY_CONFIG_FILE, read_entry_config
+from runners.families.transformers_entry import ENTRY_CONFIG_FILE, PROCESSOR_CONFIG_FILE, read_entry_config
 
 _CONFIG_PATTERNS = ["*.json", "*.txt", "*.model", "*.tiktoken"]
 
@@ -199,7 +199,7 @@ class TransformersRunner(EmbeddingRunner):
         self.text_inputs = text_inputs or load_text_inputs(directory)
         self.model = model_class.from_pretrained(directory, local_files_only=True,
                                                  dtype=torch.float32).to(self._device).eval()
-        has_images = (directory / "preprocessor_config.json").is_file()
+        has_images = (directory / PROCESSOR_CONFIG_FILE).is_file()
         self._normalise = PixelNormaliser(directory, self._device) if has_images else None
 
     @property

@@ -19,29 +19,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
 
 from PIL import Image
 
-from runners.preparers.geometry import GeometryPreparer, ImageGeometry
+from runners.preparers.geometry import GeometryPreparer, ImageGeometry, ImageGuard, resized_long_side
 
 # The guard cuts an image only when the full-size intermediate exceeds this many outputs;
 # a cut image's intermediate spans about this many outputs, which bounds the sub-pixel
 # drift of the crop edges to 1 / (2 x INTERMEDIATE_BUDGET) of an output pixel.
 INTERMEDIATE_BUDGET = 16
-ImageGuard = Callable[[Image.Image], Image.Image]
 
 # Source pixels kept beyond the crop on each side: Lanczos' radius (3) plus one for rounding.
 FILTER_MARGIN = 4
 # Band lengths tried (in steps of two) for one whose resized length rounds the crop alike.
 ALIGNMENT_TRIES = 32
-
-
-def resized_long_side(short: int, long: int, shorter_side: int) -> int:
-    """The long side after resizing the short side to ``shorter_side``, rounded as torchvision's
-    ``Resize(int)`` and the Hugging Face processors' ``shortest_edge`` resize round it (and
-    :mod:`runners.preparers.geometry` with them)."""
-    return int(shorter_side * long / short)
 
 
 @dataclass(frozen=True)

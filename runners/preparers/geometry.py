@@ -39,6 +39,12 @@ Resizer = Literal["pil", "torchvision_uint8"]
 ImageGuard = Callable[[Image.Image], Image.Image]
 
 RESIZE_MODES: tuple[ResizeMode, ...] = ("shortest", "squash")
+
+
+def resized_long_side(short: int, long: int, shorter_side: int) -> int:
+    """The long side after resizing the short side to ``shorter_side``, rounded as torchvision's
+    ``Resize(int)`` and the Hugging Face processors' ``shortest_edge`` resize round it."""
+    return int(shorter_side * long / short)
 RESIZERS: tuple[Resizer, ...] = ("pil", "torchvision_uint8")
 
 
@@ -83,13 +89,12 @@ class ImageGeometry:
         return self.shorter_side, self.crop
 
     def resized_size(self, height: int, width: int) -> tuple[int, int]:
-        """(height, width) an image of this size is resized to, rounded as torchvision's
-        ``Resize(int)`` and the processors' ``shortest_edge`` resize round it."""
+        """(height, width) an image of this size is resized to."""
         if self.squash_size is not None:
             return self.squash_size
         assert self.shorter_side is not None
         short, long = (width, height) if width <= height else (height, width)
-        new_long = int(self.shorter_side * long / short)
+        new_long = resized_long_side(short, long, self.shorter_side)
         return (new_long, self.shorter_side) if width <= height else (self.shorter_side, new_long)
 
 

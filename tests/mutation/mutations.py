@@ -74,6 +74,15 @@ MUTATIONS: tuple[Mutation, ...] = (
         why="the Hugging Face processors' centre crop rounds its offset down, unlike torchvision's",
     ),
     Mutation(
+        name="processor_preparer_without_crop",
+        file="runners/preparers/geometry.py",
+        snippet="        if crop is None:\n            return pixels\n",
+        replacement="        return pixels\n",
+        tests=("tests/test_transformers_families.py::test_prepared_pixels_normalise_to_the_processors_own"
+               "[cn-clip-vit-b-16]",),
+        why="CN-CLIP and BLIP-2 pixels are the processor's resize and centre crop",
+    ),
+    Mutation(
         name="exif_rotation_reversed",
         file="embedding_server/media/images.py",
         snippet="        ImageOps.exif_transpose(image, in_place=True)\n",
@@ -147,10 +156,10 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         name="concurrency_limit_unwired",
         file="embedding_server/routes.py",
-        snippet=("target.add_middleware(ConcurrencyLimitMiddleware,\n"
-                 "                          max_concurrency=math.ceil(settings.max_concurrency"
+        snippet=("app.add_middleware(ConcurrencyLimitMiddleware,\n"
+                 "                       max_concurrency=math.ceil(settings.max_concurrency"
                  " / settings.entry_workers),\n"
-                 "                          paths=(\"/embeddings\",))\n"),
+                 "                       paths=(\"/embeddings\",))\n"),
         replacement="pass\n",
         tests=("tests/test_served_limits.py::test_requests_beyond_the_concurrency_limit_get_429"
                "_and_status_routes_are_never_limited",),
@@ -168,7 +177,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         name="body_limit_unwired",
         file="embedding_server/routes.py",
-        snippet=("target.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes,"
+        snippet=("app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes,"
                  " timeout_s=settings.body_timeout_s)\n"),
         replacement="pass\n",
         tests=("tests/test_served_limits.py::test_a_body_over_the_cap_gets_413",),
