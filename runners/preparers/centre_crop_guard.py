@@ -4,8 +4,8 @@ Resizing the shorter side of a 60000x1 image to 224 makes a 13,440,000x224 inter
 (9 GB of RGB) of which the centre crop keeps 224 columns. :class:`CentreCropGuard` runs
 before such a transform and, only when the intermediate would be larger than both the image
 and :data:`INTERMEDIATE_BUDGET` times the output, cuts the image down to the centred band
-that survives the crop plus a margin for the resampling filter. The transform itself stays
-the family's own, so ordinary images get exactly the family's pixels.
+that survives the crop plus a margin for the resampling filter. Ordinary images are not cut,
+so they get exactly the family's pixels (:mod:`runners.preparers.geometry`).
 
 That happens only when the shorter side is upscaled (a downscaled intermediate is never
 larger than the image), so the filter reaches :data:`FILTER_MARGIN` source pixels at most.
