@@ -252,6 +252,21 @@ def test_from_dir_imports_an_open_clip_snapshot(model_id: str, tmp_path: Path, t
     assert {name for name in TOKENIZER_FILES if (copy / name).is_file()} == tokenizer_files
 
 
+def test_a_tiny_entry_naming_an_unrecorded_timm_tower_fails_naming_the_fix(
+        tmp_path: Path, tiny_import: Callable[[str], Path]) -> None:
+    """A tiny entry whose config names a timm tower it does not record (as entries of earlier
+    versions did) is refused when loaded, telling how to re-import it."""
+    original = tiny_import("MobileCLIP/mobileclip_s1")
+    copy = tmp_path / "entry"
+    shutil.copytree(original, copy)
+    config = json.loads((copy / CONFIG_FILE).read_text())
+    assert config.pop(open_clip_torch.TIMM_VARIANTS)  # this version records them
+    config["model_cfg"]["vision_cfg"]["timm_model_name"] = "tiny_fastvit_mci1_unrecorded"
+    (copy / CONFIG_FILE).write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="import it again with --random-weights --tiny"):
+        find_model("mobileclip_s1").adapter.load_runner(copy)
+
+
 def test_from_dir_without_the_tokenizer_fails_clearly_before_the_weights(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
         isolated_model_store: Path) -> None:

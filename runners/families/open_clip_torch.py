@@ -210,8 +210,15 @@ def write_entry(model: ModelSpec, directory: Path, source: WeightSource) -> dict
 
 
 def load_entry_model(directory: Path, **options: Any) -> torch.nn.Module:
-    """``open_clip.create_model`` of the entry (its timm variants registered first)."""
-    _register_variants(read_json(directory / CONFIG_FILE))
+    """``open_clip.create_model`` of the entry (its timm variants registered first). A tiny
+    entry written before entries recorded their variants names a tower timm does not know: that
+    fails here, naming the fix, rather than deep inside timm."""
+    config = read_json(directory / CONFIG_FILE)
+    _register_variants(config)
+    tower = config["model_cfg"].get("vision_cfg", {}).get("timm_model_name")
+    if tower and tower.startswith(TINY_PREFIX) and not is_model(tower):
+        raise ValueError(f"{directory}: this tiny entry names the timm tower {tower!r} without recording it "
+                         "(an entry of an earlier version); import it again with --random-weights --tiny")
     return open_clip.create_model(_local_dir(directory), **options)
 
 
