@@ -14,6 +14,7 @@ from typing import Iterator
 import decord
 import httpx
 import numpy as np
+import psutil
 import pytest
 from open_clip.tokenizer import SimpleTokenizer
 from PIL import Image
@@ -60,8 +61,7 @@ def test_status_routes(server):
 
 def mapped_files(pid: int) -> set[str]:
     """The files process ``pid`` has mapped (its loaded native libraries among them)."""
-    lines = Path(f"/proc/{pid}/maps").read_text().splitlines()
-    return {line.split(maxsplit=5)[5] for line in lines if len(line.split(maxsplit=5)) == 6}
+    return {mapping.path for mapping in psutil.Process(pid).memory_maps(grouped=True)}
 
 
 def test_the_entry_worker_loads_no_engine(served_server):

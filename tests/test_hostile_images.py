@@ -29,7 +29,7 @@ from embedding_server.http_api.errors import ApiError
 from embedding_server.media.images import decode_image
 from models.catalogue import find_model
 from runners.preparers import geometry
-from helpers import embed
+from helpers import TEST_MODEL_ID, embed
 from samples import b64, encoded, random_image
 
 REPO = Path(__file__).resolve().parent.parent
@@ -39,6 +39,9 @@ PIL_RESIZE, TENSOR_RESIZE = Image.Image.resize, tvF.resize  # before any test pa
 UINT8_RESIZE = geometry.resize_uint8_antialiased
 # What the child may allocate beyond its baseline before an allocation fails.
 ADDRESS_SPACE_HEADROOM = 2048 * MiB
+# A decoded image held by Pillow (4 bytes a pixel) and as a numpy array (3), plus bounded chunks:
+# about 3.3 times its RGB bytes measured; a float64 copy of it would add 8 more.
+LARGE_IMAGE_PEAK_FACTOR = 4.5
 
 CHILD = r"""
 import json, resource, sys
@@ -46,11 +49,11 @@ import numpy as np
 from PIL import Image
 from embedding_server.media.images import decode_image
 
-mode, data_path, entry = sys.argv[1:4]
+mode, data_path, entry, model_id = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[5]
 data = open(data_path, "rb").read()
 if mode == "prepare":
-    from runners.families.open_clip import OPEN_CLIP
-    prepare = OPEN_CLIP.load_image_preparer(__import__("pathlib").Path(entry))
+    from models.catalogue import find_model
+    prepare = find_model(model_id).adapter.load_image_preparer(__import__("pathlib").Path(entry))
     prepare(Image.fromarray(np.zeros((200, 300, 3), np.uint8)))  # warm-up: lazy allocations
     run = lambda: prepare(decode_image(data, max_pixels=64_000_000)).shape
 else:
@@ -69,14 +72,16 @@ print(json.dumps({"result": result, "error": error, "peak_bytes": status("VmHWM:
 """
 
 
-def child_peak(mode: str, data: bytes, tmp_path: Path, entry: Path | None = None) -> dict:
-    """Decode (and with ``mode="prepare"`` prepare for the tiny CLIP entry) ``data`` in a fresh
-    interpreter; its result and the growth of its peak RSS over the warmed-up baseline."""
+def child_peak(mode: str, data: bytes, tmp_path: Path, entry: Path | None = None,
+               model_id: str = TEST_MODEL_ID) -> dict:
+    """Decode (and with ``mode="prepare"`` prepare for ``entry``, a tiny entry of ``model_id``)
+    ``data`` in a fresh interpreter; its result and the growth of its peak RSS over the
+    warmed-up baseline."""
     source = tmp_path / "image.bin"
     source.write_bytes(data)
     environment = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "-c", CHILD, mode, str(source), str(entry or ""),
-                           str(ADDRESS_SPACE_HEADROOM)],
+                           str(ADDRESS_SPACE_HEADROOM), model_id],
                           capture_output=True, text=True, timeout=300, cwd=REPO, env=environment)
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -100,6 +105,21 @@ def test_extreme_aspect_ratio_prepares_within_a_few_megabytes(tiny_entry, tmp_pa
     assert measured["error"] is None, measured["error"]
     assert measured["result"] == [224, 224, 3]
     assert measured["peak_bytes"] < 10 * decoded_rgb + 16 * MiB, measured
+
+
+def test_a_large_image_prepares_for_a_hugging_face_family_without_wide_copies(tiny_import, tmp_path):
+    """The numpy port of torchvision's resize works through the image in bounded chunks: a
+    24-megapixel image costs its decoded pixels and little more, never a float64 copy of it
+    (8 bytes a value: 8 times the decoded image)."""
+    side_w, side_h = 6000, 4000
+    gradient = np.add.outer(np.arange(side_h) // 16, np.arange(side_w) // 24).astype(np.uint8)
+    image = Image.fromarray(np.stack([gradient, gradient[::-1], gradient[:, ::-1]], axis=-1))
+    decoded_rgb = side_w * side_h * 3
+    measured = child_peak("prepare", png(image), tmp_path, tiny_import("CN-CLIP/cn-clip-vit-b-16"),
+                          model_id="CN-CLIP/cn-clip-vit-b-16")
+    assert measured["error"] is None, measured["error"]
+    assert measured["result"] == [224, 224, 3]
+    assert measured["peak_bytes"] < LARGE_IMAGE_PEAK_FACTOR * decoded_rgb + 64 * MiB, measured
 
 
 # Each family's own resize, the largest target it was asked for, and a cap that fails fast.

@@ -11,6 +11,7 @@ re-implements that kernel bit for bit.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ PRODUCT_LIMIT = 1 << 18
 BLOCK_SPAN = 32
 # Outputs per block, at least (for strong downscales) and at most (for strong upscales).
 BLOCK_OUTPUTS = (8, 512)
+# Passes whose weights are kept (a video's frames all resize alike; a few MB each at most).
+PASS_CACHE_SIZE = 16
 
 
 def resize_pil(image: Image.Image, size: tuple[int, int], resample: Image.Resampling) -> Image.Image:
@@ -111,7 +114,31 @@ def _block_outputs(axis: AxisWeights) -> int:
     return int(min(BLOCK_OUTPUTS[1], max(BLOCK_OUTPUTS[0], BLOCK_SPAN / axis.scale)))
 
 
-def _blocks(axis: AxisWeights) -> list[tuple[int, int, int, np.ndarray]]:
+Block = tuple[int, int, int, np.ndarray]
+
+
+@dataclass(frozen=True)
+class ResamplingPass:
+    """One axis's weights as the products apply them: ``blocks`` of outputs (first output,
+    first source pixel, end source pixel, read-only dense (source, output) float64 weights)."""
+
+    outputs: int
+    precision: int
+    blocks: tuple[Block, ...]
+    largest: int  # elements of the largest block's weights
+
+
+@functools.lru_cache(maxsize=PASS_CACHE_SIZE)
+def resampling_pass(in_size: int, out_size: int, resample: Image.Resampling) -> ResamplingPass:
+    """The pass resizing an axis of ``in_size`` to ``out_size``, computed once per size pair."""
+    axis = axis_weights(in_size, out_size, resample)
+    blocks = tuple(_blocks(axis))
+    for *_, dense in blocks:
+        dense.flags.writeable = False  # shared by the threads that prepare images
+    return ResamplingPass(axis.weights.shape[0], axis.precision, blocks, max(dense.size for *_, dense in blocks))
+
+
+def _blocks(axis: AxisWeights) -> list[Block]:
     """Outputs in blocks of about :data:`BLOCK_SPAN` source pixels, each as (first output,
     first source pixel, end source pixel, dense (source, output) weights in float64)."""
     n_out, taps = axis.weights.shape
@@ -139,38 +166,34 @@ def _to_uint8(sums: np.ndarray, precision: int) -> np.ndarray:
     return sums
 
 
-def _horizontal(planar: np.ndarray, axis: AxisWeights) -> np.ndarray:
+def _horizontal(planar: np.ndarray, axis: ResamplingPass) -> np.ndarray:
     """Resamples the last axis of (H, C, W) pixels (any strides) into contiguous (H, C, W')
     uint8; rows go through in chunks."""
     height, channels, width = planar.shape
-    out = np.empty((height, channels, axis.weights.shape[0]), np.uint8)
-    blocks = _blocks(axis)
-    largest = max(dense.size for *_, dense in blocks)
-    rows = max(1, min(PRODUCT_LIMIT // (channels * largest), CHUNK_ELEMENTS // (channels * width)))
+    out = np.empty((height, channels, axis.outputs), np.uint8)
+    rows = max(1, min(PRODUCT_LIMIT // (channels * axis.largest), CHUNK_ELEMENTS // (channels * width)))
     buffer = np.empty((min(rows, height), channels, width))
     for r0 in range(0, height, rows):
         r1 = min(r0 + rows, height)
         chunk = buffer[: r1 - r0]
         chunk[...] = planar[r0:r1]
-        for j0, lo, hi, dense in blocks:
+        for j0, lo, hi, dense in axis.blocks:
             sums = chunk[:, :, lo:hi].reshape(-1, hi - lo) @ dense
             values = _to_uint8(sums, axis.precision).reshape(r1 - r0, channels, -1)
             out[r0:r1, :, j0 : j0 + dense.shape[1]] = values
     return out
 
 
-def _vertical(flat: np.ndarray, axis: AxisWeights) -> np.ndarray:
+def _vertical(flat: np.ndarray, axis: ResamplingPass) -> np.ndarray:
     """Resamples the first axis of (H, M) pixels into (H', M) uint8; columns go through in
     chunks."""
     height, width = flat.shape
-    out = np.empty((axis.weights.shape[0], width), np.uint8)
-    blocks = _blocks(axis)
-    largest = max(dense.size for *_, dense in blocks)
-    columns = max(1, min(PRODUCT_LIMIT // largest, CHUNK_ELEMENTS // height))
+    out = np.empty((axis.outputs, width), np.uint8)
+    columns = max(1, min(PRODUCT_LIMIT // axis.largest, CHUNK_ELEMENTS // height))
     for c0 in range(0, width, columns):
         c1 = min(c0 + columns, width)
         chunk = flat[:, c0:c1].astype(np.float64)
-        for j0, lo, hi, dense in blocks:
+        for j0, lo, hi, dense in axis.blocks:
             out[j0 : j0 + dense.shape[1], c0:c1] = _to_uint8(dense.T @ chunk[lo:hi], axis.precision)
     return out
 
@@ -203,8 +226,8 @@ def resize_uint8_antialiased(
         return pixels.copy()
     planar = pixels.transpose(0, 2, 1)
     if out_width != width:
-        planar = _horizontal(planar, axis_weights(width, out_width, resample))
+        planar = _horizontal(planar, resampling_pass(width, out_width, resample))
     if out_height != height:
-        flat = _vertical(planar.reshape(height, -1), axis_weights(height, out_height, resample))
+        flat = _vertical(planar.reshape(height, -1), resampling_pass(height, out_height, resample))
         planar = flat.reshape(out_height, channels, out_width)
     return np.ascontiguousarray(planar.transpose(0, 2, 1))
