@@ -18,7 +18,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Mapping, Protocol
 
 import numpy as np
 from PIL import Image
@@ -31,9 +31,23 @@ DEFAULT_TEXT_TOKEN_CAP = 8192  # tokens per text of long-context text embedders
 DEFAULT_TEXT_TOKEN_BUDGET = 16_384  # padded tokens per forward pass of those
 PIXELS = "pixels"  # the image towers' input name: uint8 (N, H, W, 3), the preparer's output
 
-# Texts -> the named integer tensors a family's text tower takes (its tokenizer exactly as
-# its PyTorch runner calls it), built without loading weights: what other backends feed.
-TextInputs = Callable[[list[str]], "dict[str, torch.Tensor]"]
+# Entry metadata of the families whose checkpoints score image-text pairs (written at import,
+# read by ``POST /rank``): the multiplier of cosine similarities (the exponentiated learnt
+# ``logit_scale``) and, for sigmoid-trained models (SigLIP2), the learnt ``logit_bias``.
+LOGIT_SCALE = "logit_scale"
+LOGIT_BIAS = "logit_bias"
+
+
+class TextInputs(Protocol):
+    """A family's tokenizer exactly as its PyTorch runner calls it, built without loading
+    weights: what other backends feed."""
+
+    def __call__(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        """The named integer tensors the text tower takes."""
+
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        """The tokens of each text that the tower sees: special tokens included, after
+        truncation to the tower's length, padding not (an API's usage figure)."""
 
 
 @dataclass(frozen=True)
@@ -75,7 +89,7 @@ class OpenVinoOptions:
 @dataclass(frozen=True)
 class Towers:
     """A runner's encoders as torch modules, for conversion to other runtimes (OpenVINO): the
-    text tower takes :data:`TextInputs`' tensors as keyword arguments, the image tower
+    text tower takes :class:`TextInputs`' tensors as keyword arguments, the image tower
     :data:`PIXELS`; both return unnormalised features ``(N, dimension)``
     (:class:`runners.backends.towers.Tower`). ``image`` is ``None`` for text-only models."""
 
@@ -115,6 +129,7 @@ class EmbeddingRunner(ABC):
     """
 
     dimension: int
+    text_inputs: TextInputs
     backend: str = "pytorch"
     device: str | None = None
 
@@ -125,6 +140,10 @@ class EmbeddingRunner(ABC):
     def encode_images(self, pixels: np.ndarray) -> np.ndarray:
         """Embed uint8 ``(N, H, W, 3)`` pixels from the matching :class:`ImagePreparer`."""
         raise NotImplementedError("this model does not embed images")
+
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        """What :meth:`encode_text` would see of each text, in tokens (:attr:`text_inputs`)."""
+        return self.text_inputs.count_tokens(texts)
 
     def towers(self) -> Towers:
         """The encoders as torch modules, for conversion; the runner may adapt its model for
