@@ -22,7 +22,7 @@ from embedding_server.encoder.client import EncoderConnection
 from embedding_server.encoder.failed_rows import embed_isolating
 from embedding_server.http_api import request_timeout
 from embedding_server.media.local_files import check_video_roots
-from embedding_server.routes import build_app
+from embedding_server.app import build_app
 from embedding_server.settings import get_settings
 from importer.store import find_entry, store_tag
 from models.catalogue import find_model
@@ -71,6 +71,12 @@ class Encoder:
         return embed_isolating(self.runner.encode_images, pixels, self.runner.dimension)
 
     @bentoml.api
+    def count_tokens(self, texts: list[str]) -> np.ndarray:
+        """Tokens the model sees of each text (the OpenAI-compatible usage figures): the
+        tokenizer alone, in a worker thread, beside the forward passes."""
+        return np.asarray(self.runner.count_tokens(texts), dtype=np.int64)
+
+    @bentoml.api
     async def info(self) -> dict[str, Any]:
         """Answered on the event loop, so it stays fast while a batch is computing."""
         return self.model_info.model_dump()
@@ -91,5 +97,6 @@ class EmbeddingService:
     encoder = bentoml.depends(Encoder)
 
     def __init__(self) -> None:
-        preparer = composition.load_preparer(MODEL, composition.StoredEntry.of(ENTRY).directory)
-        self.pipeline = composition.build_pipeline(MODEL, preparer, EncoderConnection(self.encoder), settings)
+        entry = composition.StoredEntry.of(ENTRY)
+        preparer = composition.load_preparer(MODEL, entry.directory)
+        self.pipeline = composition.build_pipeline(MODEL, preparer, EncoderConnection(self.encoder), settings, entry)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -20,6 +20,7 @@ from embedding_server.encoder.coalescing import CoalescingEncoder
 from embedding_server.encoder.protocol import EncoderClient
 from embedding_server.http_api.schemas import ModelInfo
 from embedding_server.pipeline import EmbeddingPipeline
+from embedding_server.scoring import Scoring
 from embedding_server.settings import Settings
 from importer.store import VARIANT_LABEL, WEIGHTS_LABEL
 from models.catalogue import CatalogueModel
@@ -28,16 +29,20 @@ from runners.contract import DeviceUnavailable, EmbeddingRunner, ImagePreparer, 
 
 @dataclass(frozen=True)
 class StoredEntry:
-    """What serving reads of a model-store entry: its files, tag and labels."""
+    """What serving reads of a model-store entry: its files, tag, labels, metadata (what the
+    import recorded, such as the scoring parameters) and creation time (Unix seconds)."""
 
     directory: Path
     tag: str
     labels: Mapping[str, str]
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    created: int = 0
 
     @classmethod
     def of(cls, entry: Any) -> StoredEntry:
         """From a ``bentoml.Model``."""
-        return cls(Path(entry.path), str(entry.tag), dict(entry.info.labels))
+        return cls(Path(entry.path), str(entry.tag), dict(entry.info.labels), dict(entry.info.metadata),
+                   int(entry.info.creation_time.timestamp()))
 
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -118,7 +123,10 @@ def load_preparer(model: CatalogueModel, entry_dir: Path) -> ImagePreparer | Non
 
 
 def build_pipeline(model: CatalogueModel, preparer: ImagePreparer | None, encoder: EncoderClient,
-                   settings: Settings) -> EmbeddingPipeline:
-    """The entry service's pipeline (``preparer``: :func:`load_preparer`): concurrent requests
-    share ``encoder`` calls (one in flight per modality, :mod:`embedding_server.encoder.coalescing`)."""
-    return EmbeddingPipeline(model, CoalescingEncoder(encoder, settings), preparer, settings)
+                   settings: Settings, entry: StoredEntry | None = None) -> EmbeddingPipeline:
+    """The entry service's pipeline (``preparer``: :func:`load_preparer`) of the store ``entry``
+    (its scoring and creation time; none: cosine only): concurrent requests share ``encoder``
+    calls (one in flight per kind, :mod:`embedding_server.encoder.coalescing`)."""
+    entry = entry or StoredEntry(Path("."), "", {})
+    return EmbeddingPipeline(model, CoalescingEncoder(encoder, settings), preparer, settings,
+                             Scoring.of_entry(entry.metadata), entry.created)

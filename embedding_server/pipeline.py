@@ -1,5 +1,10 @@
 """From a validated request to vectors: model check, media fetch and decode, encoder calls.
 
+The one path to vectors of every API (the documented ``POST /embeddings``, the
+OpenAI-compatible ``/v1/embeddings``, ``POST /rank``), with one set of limits: each names
+the items of its own request (``text[3]``, ``input[3]``, ``candidates[3]``) through a
+:data:`NameOf`.
+
 Blocking work (base64 and image decoding, resizing) runs in worker threads so the event
 loop stays free; only compact uint8 pixel arrays and strings go to the Encoder.
 """
@@ -7,13 +12,14 @@ loop stays free; only compact uint8 pixel arrays and strings go to the Encoder.
 from __future__ import annotations
 
 import asyncio
+from typing import Callable, Sequence
 
 import numpy as np
 
 from embedding_server.encoder.failed_rows import check_embedded
 from embedding_server.encoder.protocol import EncoderClient
 from embedding_server.http_api.encoding import Embedding, encode_embedding
-from embedding_server.http_api.errors import ApiError, InvalidInput
+from embedding_server.http_api.errors import ApiError, InvalidInput, ModelMismatch
 from embedding_server.http_api.schemas import (
     VIDEO_INPUTS,
     EmbeddingRequest,
@@ -22,21 +28,24 @@ from embedding_server.http_api.schemas import (
     ModelInfo,
     TextInput,
 )
+from embedding_server.media.blocking import all_or_error
 from embedding_server.media.images import decode_base64, decode_image
 from embedding_server.media.remote import fetch_url
 from embedding_server.media.video_inputs import VideoEmbedder
+from embedding_server.scoring import COSINE_ONLY, Scoring
 from embedding_server.settings import Settings
 from models.catalogue import CATALOGUE, CatalogueModel
 from runners.contract import ImagePreparer
 
 
-def model_mismatch(requested: str, loaded: str) -> ApiError:
-    return ApiError(
-        400,
-        f"Model mismatch: requested model '{requested}' does not match the currently loaded "
-        f"model '{loaded}'. Please use the correct model name or restart the server with the "
-        "desired model.",
-    )
+NameOf = Callable[[int], str]  # item index -> the client's name for it, such as "text[3]"
+ImageInput = ImageUrlInput | ImageBase64Input
+
+
+def names_in(field: str, flat: bool) -> NameOf:
+    """Names of the items of request field ``field``: ``field`` itself when it holds one item
+    (``flat``), ``field[i]`` when it holds a list."""
+    return (lambda _: field) if flat else (lambda index: f"{field}[{index}]")
 
 
 def unsupported_modality(kind: str) -> ApiError:
@@ -56,11 +65,15 @@ def _retrieve_outcome(call: asyncio.Future) -> None:
 
 
 class EmbeddingPipeline:
-    """Serves ``POST /embeddings`` and the model-status routes for one loaded model."""
+    """Serves the embedding and ranking routes and the model-status routes for one loaded model."""
 
-    def __init__(self, model: CatalogueModel, encoder: EncoderClient,
-                 preparer: ImagePreparer | None, settings: Settings) -> None:
+    def __init__(self, model: CatalogueModel, encoder: EncoderClient, preparer: ImagePreparer | None,
+                 settings: Settings, scoring: Scoring = COSINE_ONLY, created: int = 0) -> None:
+        """``scoring`` and ``created`` (Unix time) are the store entry's: how ``POST /rank``
+        turns cosines into probabilities, and when the model was imported."""
         self.model = model
+        self.scoring = scoring
+        self.created = created
         self._encoder = encoder
         self._preparer = preparer
         self._settings = settings
@@ -89,13 +102,14 @@ class EmbeddingPipeline:
         self._info = await self._encoder.info()
 
     async def embed(self, request: EmbeddingRequest) -> Embedding:
-        self._check_model(request.model)
+        """``POST /embeddings``."""
+        self.check_model(request.model)
         await self.model_info()
         item = request.input
         if isinstance(item, TextInput):
             flat = isinstance(item.text, str)
-            vectors = check_embedded(await self._encoder.encode_text(self._texts(item)),
-                                     lambda index: "text" if flat else f"text[{index}]")
+            texts = [item.text] if flat else item.text
+            vectors = await self.text_vectors(texts, names_in("text", flat), item.instruction)
         elif isinstance(item, (ImageUrlInput, ImageBase64Input)):
             flat = True
             vectors = check_embedded(await self._encoder.encode_images(await self._image_pixels(item)),
@@ -107,23 +121,48 @@ class EmbeddingPipeline:
             raise InvalidInput(f"unsupported input type {item.type!r}")
         return encode_embedding(vectors, flat=flat, encoding_format=request.encoding_format)
 
-    def _check_model(self, requested: str) -> None:
+    def check_model(self, requested: str) -> None:
+        """400 unless ``requested`` is the loaded model's id or bare name."""
         if requested.strip() not in (self.model.id, self.model.name):
-            raise model_mismatch(requested, self.model.id)
+            raise ModelMismatch(requested, self.model.id)
 
-    def _texts(self, item: TextInput) -> list[str]:
-        texts = [item.text] if isinstance(item.text, str) else item.text
+    async def text_vectors(self, texts: list[str], name_of: NameOf, instruction: str | None = None) -> np.ndarray:
+        """``(len(texts), D)`` vectors, within the text limits."""
+        return await self._embedded_texts(self._prepared_texts(texts, name_of, instruction), name_of)
+
+    async def text_vectors_and_tokens(self, texts: list[str], name_of: NameOf,
+                                      instruction: str | None = None) -> tuple[np.ndarray, int]:
+        """Vectors as :meth:`text_vectors`, and the tokens the model saw of them in all."""
+        prepared = self._prepared_texts(texts, name_of, instruction)
+        vectors, counts = await all_or_error(self._embedded_texts(prepared, name_of),
+                                             self._encoder.count_tokens(prepared))
+        return vectors, int(np.sum(counts))
+
+    async def image_vectors(self, items: Sequence[ImageInput], name_of: NameOf) -> np.ndarray:
+        """``(len(items), D)`` vectors of a list of images, fetched and decoded a chunk ahead of
+        the Encoder as video frames are."""
+        self._require_images("Image")
+        if len(items) > self._settings.max_image_items:
+            raise InvalidInput(f"too many images: {len(items)} > {self._settings.max_image_items} per request")
+        return await self._video.embed_images(items, name_of)
+
+    def _prepared_texts(self, texts: list[str], name_of: NameOf, instruction: str | None = None) -> list[str]:
+        """``texts`` as the Encoder gets them: within the limits, formatted with the model's
+        instruction template, cut to the characters that can hold the model's tokens."""
         limits = self._settings
         if len(texts) > limits.max_text_items:
             raise InvalidInput(f"too many texts: {len(texts)} > {limits.max_text_items} per request")
         for index, text in enumerate(texts):
             if len(text) > limits.max_text_chars:
                 raise InvalidInput(
-                    f"text[{index}] has {len(text)} characters, over the limit of {limits.max_text_chars}"
+                    f"{name_of(index)} has {len(text)} characters, over the limit of {limits.max_text_chars}"
                 )
-        if item.instruction is not None:
-            texts = self._with_instruction(item.instruction, texts)
+        if instruction is not None:
+            texts = self._with_instruction(instruction, texts)
         return self._cut(texts)
+
+    async def _embedded_texts(self, texts: list[str], name_of: NameOf) -> np.ndarray:
+        return check_embedded(await self._encoder.encode_text(texts), name_of)
 
     def _cut(self, texts: list[str]) -> list[str]:
         """Each text cut to the characters that can hold the model's tokens; 422 when the
@@ -154,7 +193,7 @@ class EmbeddingPipeline:
             raise unsupported_modality(kind)
         return self._preparer
 
-    async def _image_pixels(self, item: ImageUrlInput | ImageBase64Input) -> np.ndarray:
+    async def _image_pixels(self, item: ImageInput) -> np.ndarray:
         """One image as a ``(1, H, W, 3)`` uint8 batch."""
         preparer = self._require_images("Image")
         limits = self._settings

@@ -24,6 +24,8 @@ from runners.contract import DEFAULT_TEXT_TOKEN_BUDGET, DEFAULT_TEXT_TOKEN_CAP
 ENV_PREFIX = "EMBEDDING_"
 DEVICE_PATTERN = re.compile(r"^(CPU|GPU|GPU\.\d+|AUTO)$")
 MiB = 1024 * 1024
+API_KEY_PATTERN = re.compile(r"[!-~]+")  # what an Authorization header carries unchanged
+SECRET_FIELDS = {"api_keys"}
 T = TypeVar("T", int, float)
 
 
@@ -85,6 +87,8 @@ class Settings(BaseSettings):
     max_image_bytes: int = Field(20 * MiB, ge=1024)
     max_image_pixels: int = Field(64_000_000, ge=1)
     max_text_items: int = Field(1024, ge=1)
+    # Images of one request's list (/v1/embeddings with modality "image", /rank candidates).
+    max_image_items: int = Field(1024, ge=1)
     max_text_chars: int = Field(100_000, ge=1)
     # Long-context text embedders (QwenText) truncate texts at this many tokens, or at the
     # model's own maximum when smaller; short-context models cut at their context length.
@@ -120,6 +124,17 @@ class Settings(BaseSettings):
     # PyTorch on the CPU: a batch runs as this many concurrent single-threaded slices
     # (runners/backends/cpu_lanes.py); 1 runs every batch whole on all threads.
     torch_lanes: int = Field(2, ge=1, le=1024)
+
+    # --- access: API keys and CORS ---
+    # Keys, comma-separated, or the absolute path of a file of keys, one a line (blank lines
+    # and "#" comments ignored). When set, every route of the API but /health requires
+    # "Authorization: Bearer <key>". Never printed, not even in a configuration error.
+    api_keys: Annotated[tuple[str, ...], NoDecode] = Field((), repr=False)
+    # Origins (comma-separated, "*" for any) whose browser pages may call the API; none: CORS off.
+    cors_allow_origins: Annotated[tuple[str, ...], NoDecode] = ()
+    cors_allow_methods: Annotated[tuple[str, ...], NoDecode] = ("GET", "POST")
+    cors_allow_headers: Annotated[tuple[str, ...], NoDecode] = ("Authorization", "Content-Type")
+    cors_max_age_s: int = Field(600, ge=0, le=86_400)  # how long browsers may cache a preflight
 
     # --- hostile input: http ---
     # The whole request body must arrive within this many seconds (408 beyond), before the
@@ -178,11 +193,27 @@ class Settings(BaseSettings):
         return _checked_against(value, info, "request_timeout_s", operator.lt,
                                 "must be below EMBEDDING_REQUEST_TIMEOUT_S ({limit:g})")
 
-    @field_validator("url_allowed_hosts", mode="before")
+    @field_validator("url_allowed_hosts", "cors_allow_origins", "cors_allow_methods", "cors_allow_headers",
+                     mode="before")
     @classmethod
-    def _split_hosts(cls, value: object) -> object:
+    def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
-            return tuple(part.strip() for part in value.split(",") if part.strip())
+            return _comma_separated(value)
+        return value
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _read_keys(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().startswith("/"):
+            return _key_file(Path(value.strip()))
+        return _comma_separated(value) if isinstance(value, str) else value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _header_safe_keys(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for number, key in enumerate(value, 1):
+            if not API_KEY_PATTERN.fullmatch(key):
+                raise ValueError(f"key {number} holds a character other than printable ASCII without spaces")
         return value
 
     @field_validator("url_allowed_hosts")
@@ -203,9 +234,27 @@ def _checked_against(value: T, info: ValidationInfo, other: str, holds: Callable
     return value
 
 
+def _comma_separated(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def _key_file(path: Path) -> tuple[str, ...]:
+    """The keys of a key file; one that cannot be read, or holds none, stops start-up (an empty
+    file would otherwise leave the API open without anyone noticing)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"cannot read the key file {path}: {error}") from None
+    keys = tuple(line.strip() for line in lines if line.strip() and not line.strip().startswith("#"))
+    if not keys:
+        raise ValueError(f"the key file {path} holds no key")
+    return keys
+
+
 def _variable(item: ErrorItem) -> str:
     field = str(item["loc"][0]) if item["loc"] else "?"
-    return f"{ENV_PREFIX}{field.upper()}={item.get('input')!r}"
+    shown = "<hidden>" if field in SECRET_FIELDS else repr(item.get("input"))
+    return f"{ENV_PREFIX}{field.upper()}={shown}"
 
 
 def _describe(error: ValidationError) -> str:

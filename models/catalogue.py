@@ -36,6 +36,8 @@ class CatalogueModel:
     test variant shrinks beyond the family's own rule (a timm tower's arguments).
     ``instruction_template``, for models trained with task instructions, formats a text
     input's optional ``instruction`` with its text (``{instruction}``, ``{text}``).
+    ``matryoshka_min_dimension``, for models trained with nested (Matryoshka) dimensions, is
+    the smallest leading part of a vector that is itself an embedding.
     """
 
     family: str
@@ -50,6 +52,7 @@ class CatalogueModel:
     instruction_template: str | None = None
     architecture: Mapping[str, Any] = field(default_factory=dict)
     tiny: Mapping[str, Any] = field(default_factory=dict)
+    matryoshka_min_dimension: int | None = None
 
     @property
     def id(self) -> str:
@@ -81,11 +84,16 @@ def _hf(family: str, name: str, adapter: FamilyAdapter, repo: str, dim: int, siz
 QWEN3_INSTRUCTION = "Instruct: {instruction}\nQuery:{text}"
 
 
+# Qwen3-Embedding's model card: "MRL Support", output dimensions from 32 up to the full one.
+QWEN3_MATRYOSHKA_MIN = 32
+
+
 def _text_embedder(family: str, name: str, repo: str, dim: int, context: int, pooling: str,
-                   architecture: Mapping[str, Any], instruction_template: str | None = None) -> CatalogueModel:
+                   architecture: Mapping[str, Any], instruction_template: str | None = None,
+                   matryoshka_min_dimension: int | None = None) -> CatalogueModel:
     return CatalogueModel(family, name, TEXT_EMBEDDER, {"repo": repo, "pooling": pooling}, dim, None,
                           context, TEXT_ONLY, instruction_template=instruction_template,
-                          architecture=architecture)
+                          architecture=architecture, matryoshka_min_dimension=matryoshka_min_dimension)
 
 
 CATALOGUE: tuple[CatalogueModel, ...] = (
@@ -116,11 +124,11 @@ CATALOGUE: tuple[CatalogueModel, ...] = (
                1152, 384, 64, tiny_timm=arch.TINY_TIMM_VIT),
     _hf("Blip2", "blip2_transformers", BLIP2, "Salesforce/blip2-itm-vit-g", 256, 224, 32, arch.BLIP2_ITM_VIT_G),
     _text_embedder("QwenText", "qwen3-embedding-0.6b", "Qwen/Qwen3-Embedding-0.6B", 1024, 32768,
-                   "lasttoken", arch.QWEN3_EMBEDDING_0_6B, QWEN3_INSTRUCTION),
+                   "lasttoken", arch.QWEN3_EMBEDDING_0_6B, QWEN3_INSTRUCTION, QWEN3_MATRYOSHKA_MIN),
     _text_embedder("QwenText", "qwen3-embedding-4b", "Qwen/Qwen3-Embedding-4B", 2560, 32768,
-                   "lasttoken", arch.QWEN3_EMBEDDING_4B, QWEN3_INSTRUCTION),
+                   "lasttoken", arch.QWEN3_EMBEDDING_4B, QWEN3_INSTRUCTION, QWEN3_MATRYOSHKA_MIN),
     _text_embedder("QwenText", "qwen3-embedding-8b", "Qwen/Qwen3-Embedding-8B", 4096, 32768,
-                   "lasttoken", arch.QWEN3_EMBEDDING_8B, QWEN3_INSTRUCTION),
+                   "lasttoken", arch.QWEN3_EMBEDDING_8B, QWEN3_INSTRUCTION, QWEN3_MATRYOSHKA_MIN),
 )
 
 

@@ -53,19 +53,32 @@ class InProcessEncoder:
     async def encode_images(self, pixels: np.ndarray) -> np.ndarray:
         return await asyncio.to_thread(self._runner.encode_images, pixels)
 
+    async def count_tokens(self, texts: list[str]) -> np.ndarray:
+        return np.asarray(await asyncio.to_thread(self._runner.count_tokens, texts))
+
     async def info(self) -> Any:
         return self._info
 
 
 def in_process_pipeline(model: Any, runner: Any, preparer: Any, settings: Any = None,
-                        store_tag: str = "test") -> Any:
+                        store_tag: str = "test", entry: Any = None) -> Any:
     """The entry service's pipeline of ``model`` (as ``service.py`` composes it) over an
-    :class:`InProcessEncoder`."""
+    :class:`InProcessEncoder`; ``entry`` (a ``StoredEntry``) gives its scoring."""
     from embedding_server.composition import build_pipeline
     from embedding_server.settings import load_settings
 
     encoder = InProcessEncoder(runner, model_info(model, runner.dimension, store_tag))
-    return build_pipeline(model, preparer, encoder, settings or load_settings())
+    return build_pipeline(model, preparer, encoder, settings or load_settings(), entry)
+
+
+def stored_entry(directory: Path) -> Any:
+    """The ``StoredEntry`` of the store entry in ``directory``, read from its ``model.yaml``."""
+    import yaml
+
+    from embedding_server.composition import StoredEntry
+
+    info = yaml.safe_load((directory / "model.yaml").read_text(encoding="utf-8"))
+    return StoredEntry(directory, f"{info['name']}:{info['version']}", info["labels"], info["metadata"])
 
 
 def pipeline_embed(pipeline: Any, item: dict[str, Any]) -> np.ndarray:

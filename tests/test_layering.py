@@ -27,8 +27,10 @@ ROOMS: dict[str, tuple[str, ...]] = {
     "http_api": ("embedding_server/http_api/",),
     "media": ("embedding_server/media/",),
     "encoder": ("embedding_server/encoder/",),
-    "pipeline": ("embedding_server/pipeline.py",),
-    "routes": ("embedding_server/routes.py",),
+    "pipeline": ("embedding_server/pipeline.py", "embedding_server/scoring.py", "embedding_server/ranking.py",
+                 "embedding_server/nested_dimensions.py"),
+    "routes": ("embedding_server/routes.py", "embedding_server/openai_routes.py"),
+    "app": ("embedding_server/app.py",),
     "composition": ("embedding_server/composition.py",),
     "top": ("service.py", "models/__main__.py", "importer/__main__.py"),
 }
@@ -48,6 +50,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "encoder": ENTRY_VOCABULARY | {"http_api"},
     "pipeline": ENTRY_VOCABULARY | {"http_api", "media", "encoder", "catalogue"},
     "routes": ENTRY_VOCABULARY | {"http_api", "pipeline", "catalogue"},
+    "app": ENTRY_VOCABULARY | {"http_api", "routes"},
     "composition": ENTRY_VOCABULARY | {"http_api", "encoder", "pipeline", "catalogue", "importer", "backends"},
     "top": set(ROOMS) - {"top", "fabrication"},
 }

@@ -40,6 +40,9 @@ class EncoderConnection:
     async def encode_images(self, pixels: np.ndarray) -> np.ndarray:
         return await self._call(self._encoder.to_async.encode_images, pixels)
 
+    async def count_tokens(self, texts: list[str]) -> np.ndarray:
+        return await self._call(self._encoder.to_async.count_tokens, texts)
+
     async def info(self) -> ModelInfo:
         return ModelInfo.model_validate(await self._call(self._encoder.to_async.info))
 

@@ -136,7 +136,8 @@ def _join_pixels(parts: Sequence[np.ndarray]) -> np.ndarray:
 
 
 class CoalescingEncoder:
-    """An ``EncoderClient`` whose text and image calls each go through a :class:`Coalescer`."""
+    """An ``EncoderClient`` whose text, image and token-count calls each go through a
+    :class:`Coalescer`."""
 
     def __init__(self, encoder: EncoderClient, settings: Settings,
                  items_per_call: Histogram = COALESCED_ITEMS) -> None:
@@ -147,12 +148,16 @@ class CoalescingEncoder:
                                 observe_items=items_per_call.labels(modality="text").observe)
         self._images = Coalescer(encoder.encode_images, _join_pixels, settings.image_max_batch_size,
                                  max_wait_s, observe_items=items_per_call.labels(modality="image").observe)
+        self._token_counts = Coalescer(encoder.count_tokens, _join_texts, settings.text_max_batch_size, max_wait_s)
 
     async def encode_text(self, texts: list[str]) -> np.ndarray:
         return await self._texts(texts, len(texts))
 
     async def encode_images(self, pixels: np.ndarray) -> np.ndarray:
         return await self._images(pixels, len(pixels))
+
+    async def count_tokens(self, texts: list[str]) -> np.ndarray:
+        return await self._token_counts(texts, len(texts))
 
     async def info(self) -> ModelInfo:
         return await self._encoder.info()

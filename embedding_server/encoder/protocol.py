@@ -16,4 +16,7 @@ class EncoderClient(Protocol):
 
     async def encode_images(self, pixels: np.ndarray) -> np.ndarray: ...
 
+    async def count_tokens(self, texts: list[str]) -> np.ndarray:
+        """The tokens the model sees of each text (an integer per text)."""
+
     async def info(self) -> ModelInfo: ...

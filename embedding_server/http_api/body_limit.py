@@ -12,7 +12,8 @@ import asyncio
 from collections import deque
 from typing import Any, Awaitable, Callable
 
-import orjson
+from embedding_server.http_api.error_bodies import error_payload
+from embedding_server.http_api.errors import ApiError
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -58,9 +59,10 @@ def replaying(chunks: list[bytes], receive: Receive) -> Receive:
     return replay
 
 
-async def refuse(send: Send, status: int, detail: str) -> None:
-    """Answer ``{"detail": detail}`` and close the connection, whose body may be unread."""
-    body = orjson.dumps({"detail": detail})
+async def refuse(scope: Scope, send: Send, error: ApiError) -> None:
+    """Answer ``error`` (in the shape of the path's API) and close the connection, whose body
+    may be unread."""
+    status, body = error_payload(scope["path"], error)
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"),
                             (b"content-length", str(len(body)).encode()),
@@ -88,16 +90,16 @@ class BodyLimitMiddleware:
             return
         declared = dict(scope.get("headers") or []).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.max_bytes:
-            await refuse(send, 413, self.too_large)
+            await refuse(scope, send, ApiError(413, self.too_large))
             return
         try:
             async with asyncio.timeout(self.timeout_s):
                 chunks = await receive_body(receive, self.max_bytes)
         except TimeoutError:
-            await refuse(send, 408, body_timed_out(self.timeout_s))
+            await refuse(scope, send, ApiError(408, body_timed_out(self.timeout_s)))
             return
         except BodyTooLarge:
-            await refuse(send, 413, self.too_large)
+            await refuse(scope, send, ApiError(413, self.too_large))
             return
         if chunks is not None:  # None: the client has gone, there is no one to answer
             await self.app(scope, replaying(chunks, receive), send)

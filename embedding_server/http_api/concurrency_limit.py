@@ -2,7 +2,7 @@
 them without bound.
 
 It replaces BentoML's ``traffic.max_concurrency`` on the entry service so that the refusal has
-the API's ``{"detail": ...}`` shape (BentoML answers ``{"error": "Too many requests"}``) and
+the API's error shape (BentoML answers ``{"error": "Too many requests"}``) and
 only limits the paths that do heavy work: ``/health`` and the model-status routes stay
 answerable however busy the server is. It runs inside ``BodyLimitMiddleware``, so a request
 takes a slot only once its whole body has arrived.
@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import Collection
 
-from starlette.responses import JSONResponse
-
 from embedding_server.http_api.body_limit import ASGIApp, Receive, Scope, Send
+from embedding_server.http_api.error_bodies import error_response
+from embedding_server.http_api.errors import ApiError
 
 RETRY_AFTER_S = 1
 
@@ -38,8 +38,8 @@ class ConcurrencyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         if self.in_flight >= self.max_concurrency:
-            refusal = JSONResponse({"detail": too_many_requests(self.max_concurrency)}, status_code=429,
-                                   headers={"Retry-After": str(RETRY_AFTER_S)})
+            refusal = error_response(scope["path"], ApiError(429, too_many_requests(self.max_concurrency)),
+                                     headers={"Retry-After": str(RETRY_AFTER_S)})
             await refusal(scope, receive, send)
             return
         self.in_flight += 1

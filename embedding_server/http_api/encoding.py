@@ -29,3 +29,14 @@ def encode_embedding(vectors: np.ndarray, *, flat: bool, encoding_format: Encodi
 def embedding_body(embedding: Embedding) -> bytes:
     """The JSON response body; orjson writes numpy float32 arrays directly, and fast."""
     return orjson.dumps({"embedding": embedding}, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def openai_embeddings_body(vectors: np.ndarray, encoding_format: EncodingFormat, model: str, tokens: int) -> bytes:
+    """OpenAI's embeddings response: a list of ``embedding`` objects, the model, the usage."""
+    rows = encode_embedding(vectors, flat=False, encoding_format=encoding_format)
+    return orjson.dumps({
+        "object": "list",
+        "data": [{"object": "embedding", "index": index, "embedding": row} for index, row in enumerate(rows)],
+        "model": model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }, option=orjson.OPT_SERIALIZE_NUMPY)

@@ -1,4 +1,5 @@
-"""Errors that map to an HTTP status and the spec's ``detail`` text."""
+"""Errors that map to an HTTP status and the spec's ``detail`` text (how each API shapes
+them: :mod:`embedding_server.http_api.error_bodies`)."""
 
 from __future__ import annotations
 
@@ -8,20 +9,42 @@ MODEL_NOT_HEALTHY = "Model is not healthy"
 ENCODER_OVERLOADED = "The encoder is overloaded; retry later"
 
 
-class ApiError(Exception):
-    """An error answered to the client as ``{"detail": detail}`` with ``status_code``."""
+MODEL_NOT_FOUND = "model_not_found"  # OpenAI's error code for a model it does not serve
+INVALID_API_KEY = "invalid_api_key"
 
-    def __init__(self, status_code: int, detail: str) -> None:
+
+class ApiError(Exception):
+    """An error answered to the client with ``status_code``: ``{"detail": detail}`` on the
+    documented routes. ``param`` (the request field at fault) and ``code`` (a machine-readable
+    reason) fill the OpenAI-shaped body of ``/v1/*``."""
+
+    def __init__(self, status_code: int, detail: str, *, param: str | None = None, code: str | None = None) -> None:
         super().__init__(detail)
         self.status_code = status_code
         self.detail = detail
+        self.param = param
+        self.code = code
 
 
 class InvalidInput(ApiError):
     """422 ``Invalid input data: <message>``."""
 
-    def __init__(self, message: str) -> None:
-        super().__init__(422, INVALID_INPUT_PREFIX + message)
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(422, INVALID_INPUT_PREFIX + message, param=param)
+
+
+class ModelMismatch(ApiError):
+    """400 (the spec's status; 404 on ``/v1/*``): the request names another model than the
+    one loaded."""
+
+    def __init__(self, requested: str, loaded: str) -> None:
+        super().__init__(
+            400,
+            f"Model mismatch: requested model '{requested}' does not match the currently loaded "
+            f"model '{loaded}'. Please use the correct model name or restart the server with the "
+            "desired model.",
+            param="model", code=MODEL_NOT_FOUND,
+        )
 
 
 class ModelNotInitialized(ApiError):
@@ -43,4 +66,4 @@ def located(where: str, error: ApiError) -> ApiError:
         detail = f"{INVALID_INPUT_PREFIX}{where}: {detail[len(INVALID_INPUT_PREFIX):]}"
     else:
         detail = f"{where}: {detail}"
-    return ApiError(error.status_code, detail)
+    return ApiError(error.status_code, detail, param=error.param, code=error.code)

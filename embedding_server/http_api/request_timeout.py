@@ -7,7 +7,7 @@ until it fires, so under sustained load memory grows by requests-per-second x ti
 (hundreds of MB at a few hundred requests/s and the default two minutes). This middleware
 keeps the behaviour (a request that has not started its response within ``timeout`` seconds
 is cancelled and answered 504) with ``asyncio.timeout``, whose timer is disarmed as soon as
-the response starts, and answers in the API's ``{"detail": ...}`` shape.
+the response starts, and answers in the shape of the path's API (``{"detail": ...}``, or OpenAI's on ``/v1/*``).
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from __future__ import annotations
 import asyncio
 
 from bentoml._internal.server.http import traffic
-from starlette.responses import JSONResponse
-
 from embedding_server.http_api.body_limit import ASGIApp, Message, Receive, Scope, Send
+from embedding_server.http_api.error_bodies import error_response
+from embedding_server.http_api.errors import ApiError
 
 
 def timed_out(timeout_s: float) -> str:
@@ -51,7 +51,7 @@ class RequestTimeoutMiddleware:
         except TimeoutError:
             if responding or not deadline.expired():
                 raise
-            await JSONResponse({"detail": timed_out(self.timeout)}, status_code=504)(scope, receive, send)
+            await error_response(scope.get("path", ""), ApiError(504, timed_out(self.timeout)))(scope, receive, send)
         finally:
             # The request object keeps send_disarming, and asyncio can copy the request's
             # context (holding that request) into the next request's task on the same

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union, get_args
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
 
 
 def valid_unicode(value: str) -> str:
@@ -105,6 +105,32 @@ class EmbeddingRequest(BaseModel):
     model: SafeStr
     input: EmbeddingInput
     encoding_format: Literal["float", "base64"]
+
+
+# --- POST /rank (an extension beside the documented API) ---
+
+class TextQuery(_InputObject):
+    """A ranking query text, with the documented text input's optional instruction."""
+
+    type: Literal["text"]
+    text: SafeStr
+    instruction: SafeStr | None = None
+
+
+RankQuery = Annotated[Union[TextQuery, ImageUrlInput, ImageBase64Input], Field(discriminator="type")]
+# A candidate is a text (a plain string) or an image input object.
+RankCandidate = Union[SafeStr, FrameInput]
+
+
+class RankRequest(BaseModel):
+    """One query against ``candidates``; ``top_k`` keeps the best ones of the answer."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: SafeStr
+    query: RankQuery
+    candidates: Annotated[list[RankCandidate], Field(min_length=1)]
+    top_k: Annotated[StrictInt, Field(ge=1)] | None = None
 
 
 class ModelInfo(BaseModel):

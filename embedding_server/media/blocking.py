@@ -1,9 +1,9 @@
-"""Running blocking work from the event loop without losing track of it."""
+"""Running blocking and concurrent work from the event loop without losing track of it."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Callable, TypeVar
+from typing import Awaitable, Callable, TypeVar
 
 T = TypeVar("T")
 
@@ -29,3 +29,16 @@ async def settle(task: asyncio.Future, *, cancel: bool) -> None:
     await asyncio.wait([task])
     if not task.cancelled():
         task.exception()
+
+
+async def all_or_error(*calls: Awaitable[T]) -> list[T]:
+    """The results of ``calls``, run concurrently. When one fails, the others are cancelled
+    and waited for, and its error is raised as it is (not in an ``ExceptionGroup``, so an
+    API error still reaches the client as itself)."""
+    tasks = [asyncio.ensure_future(call) for call in calls]
+    try:
+        return list(await asyncio.gather(*tasks))
+    finally:
+        for task in tasks:
+            if not task.done():
+                await settle(task, cancel=True)

@@ -27,7 +27,7 @@ from embedding_server.http_api.schemas import (
     VideoInput,
     VideoUrlInput,
 )
-from embedding_server.media.blocking import run_blocking, settle
+from embedding_server.media.blocking import all_or_error, run_blocking, settle
 from embedding_server.media.decode_process import DecodingProcess
 from embedding_server.media.frame_selection import (
     check_frame_count,
@@ -73,7 +73,8 @@ class VideoEmbedder:
         """``(frames, D)`` vectors for ``item``."""
         settings = self._settings
         if isinstance(item, VideoFramesInput):
-            return await self._frames(item.video_frames)
+            check_frame_count(len(item.video_frames), settings)
+            return await self.embed_images(item.video_frames, lambda position: f"video_frames[{position}]")
         if isinstance(item, FramesBatchInput):
             return await self._manifest(item.frames_manifest_path, preparer)
         check_segment_config(item.segment_config, settings)
@@ -96,24 +97,19 @@ class VideoEmbedder:
             with await run_blocking(open_written, path) as file:
                 return await self._video(file, item.segment_config, preparer)
 
-    async def _frames(self, frames: Sequence[ImageUrlInput | ImageBase64Input]) -> np.ndarray:
-        check_frame_count(len(frames), self._settings)
-
+    async def embed_images(self, images: Sequence[ImageUrlInput | ImageBase64Input],
+                           name_of: Callable[[int], str]) -> np.ndarray:
+        """One vector per image, in order; an image's error names it (``name_of(position)``)."""
         async def one(position: int) -> np.ndarray:
             try:
-                return await self._image_pixels(frames[position])
+                return await self._image_pixels(images[position])
             except ApiError as error:
-                raise located(f"video_frames[{position}]", error) from None
+                raise located(name_of(position), error) from None
 
         async def chunk(positions: Sequence[int]) -> np.ndarray:
-            tasks = [asyncio.ensure_future(one(position)) for position in positions]
-            try:
-                return np.concatenate(await asyncio.gather(*tasks))
-            finally:
-                for task in tasks:  # after a failure, stop the siblings still fetching
-                    task.cancel()
+            return np.concatenate(await all_or_error(*(one(position) for position in positions)))
 
-        return await self._encode_in_chunks(range(len(frames)), chunk)
+        return await self._encode_in_chunks(range(len(images)), chunk)
 
     async def _video(self, file: OpenedFile, config: SegmentConfig,
                      preparer: ImagePreparer) -> np.ndarray:
