@@ -1,4 +1,5 @@
-"""Property-based fuzzing of the public API with schemathesis, in-process.
+"""Property-based fuzzing of the public API (documented, ``/rank`` and OpenAI-compatible
+routes) with schemathesis, in-process.
 
 Schemathesis generates requests from the app's own OpenAPI schema, both valid ones
 (``positive``) and ones that break the schema (``negative``), and each goes through the real
@@ -30,17 +31,19 @@ from schemathesis.generation import GenerationMode
 from helpers import TEST_MODEL_ID
 
 EMBEDDINGS_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "2500"))
+OTHER_EXAMPLES = max(1, EMBEDDINGS_EXAMPLES // 5)  # /v1/embeddings, /rank
 STATUS_EXAMPLES = 25
-STATUS_ROUTES = ("/health", "/models", "/model/current", "/model/capabilities")
+STATUS_ROUTES = ("/health", "/models", "/model/current", "/model/capabilities", "/v1/models")
 DESIGNED_5XX = {503, 504}  # overload and time-out answers; anything else 5xx is a bug
 
 
 def _narrowed_schema(openapi: dict[str, Any]) -> dict[str, Any]:
-    """``openapi`` with ``EmbeddingRequest.model`` limited to the served model's names."""
+    """``openapi`` with every request's ``model`` limited to the served model's names."""
     schema = copy.deepcopy(openapi)
-    request = schema["components"]["schemas"]["EmbeddingRequest"]
-    request["properties"]["model"] = {"type": "string", "title": "Model",
-                                      "enum": [TEST_MODEL_ID, TEST_MODEL_ID.split("/", 1)[1]]}
+    for name in ("EmbeddingRequest", "OpenAIEmbeddingRequest", "RankRequest"):
+        request = schema["components"]["schemas"][name]
+        request["properties"]["model"] = {"type": "string", "title": "Model",
+                                          "enum": [TEST_MODEL_ID, TEST_MODEL_ID.split("/", 1)[1]]}
     return schema
 
 
@@ -86,12 +89,15 @@ def _requests(operation: Any) -> st.SearchStrategy:
                      operation.as_strategy(GenerationMode.NEGATIVE))
 
 
-def _assert_designed_answer(response: Any) -> None:
+def _assert_designed_answer(response: Any, openai_shape: bool = False) -> None:
+    """A designed status and a valid UTF-8 JSON body; an error's message is a non-empty string
+    (``detail``, or OpenAI's ``error.message`` where ``openai_shape``)."""
     assert response.status_code < 500 or response.status_code in DESIGNED_5XX, (
         response.status_code, response.content[:500])
     body = json.loads(response.content.decode("utf-8"))  # raises on invalid UTF-8 or JSON
     if response.status_code >= 400:
-        assert isinstance(body.get("detail"), str) and body["detail"], body
+        message = body.get("error", {}).get("message") if openai_shape else body.get("detail")
+        assert isinstance(message, str) and message, body
 
 
 def _send(api_client: Any, case: Any) -> Any:
@@ -107,6 +113,15 @@ def _send(api_client: Any, case: Any) -> Any:
 def test_embeddings_never_answers_an_undesigned_error(data, fuzz_schema, api_client):
     case = data.draw(_requests(fuzz_schema["/embeddings"]["POST"]), label="request")
     _assert_designed_answer(_send(api_client, case))
+
+
+@pytest.mark.parametrize("path", ["/v1/embeddings", "/rank"])
+@settings(max_examples=OTHER_EXAMPLES, deadline=None, derandomize=True,
+          suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_the_openai_route_and_rank_never_answer_an_undesigned_error(data, path, fuzz_schema, api_client):
+    case = data.draw(_requests(fuzz_schema[path]["POST"]), label="request")
+    _assert_designed_answer(_send(api_client, case), openai_shape=path.startswith("/v1/"))
 
 
 @pytest.mark.parametrize("path", STATUS_ROUTES)

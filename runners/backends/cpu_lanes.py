@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from runners.backends.devices import torch_device
-from runners.contract import EmbeddingRunner
+from runners.contract import EmbeddingRunner, TextInputs
 
 Batch = TypeVar("Batch", list[str], np.ndarray)
 MIN_SLICE = 2  # rows; one-row slices lose more batching gain than they win (measured)
@@ -54,6 +54,11 @@ class SlicedRunner(EmbeddingRunner):
         self.device = runner.device
         self._whole = ThreadPoolExecutor(1, "whole-batch", initializer=_pinned_threads(threads))
         self._slices = ThreadPoolExecutor(lanes, "batch-slice", initializer=_pinned_threads(max(1, threads // lanes)))
+
+    @property
+    def text_inputs(self) -> TextInputs:
+        """The wrapped runner's: counting tokens needs no lanes."""
+        return self._runner.text_inputs
 
     def encode_text(self, texts: list[str]) -> np.ndarray:
         return self._run(self._runner.encode_text, texts)

@@ -84,14 +84,14 @@ class OpenVinoRunner(EmbeddingRunner):
     backend = "openvino"
 
     def __init__(self, text_inputs: TextInputs, text: CompiledTower, image: CompiledTower | None) -> None:
-        self._text_inputs = text_inputs
+        self.text_inputs = text_inputs
         self._text = text
         self._image = image
         self.dimension = text.dimension
         self.device = ",".join(text.compiled.get_property("EXECUTION_DEVICES"))
 
     def encode_text(self, texts: list[str]) -> np.ndarray:
-        inputs = {name: tensor.numpy() for name, tensor in self._text_inputs(texts).items()}
+        inputs = {name: tensor.numpy() for name, tensor in self.text_inputs(texts).items()}
         return _unit_rows(self._text(inputs))
 
     def encode_images(self, pixels: np.ndarray) -> np.ndarray:

@@ -1,7 +1,8 @@
 """The engine of CN-CLIP: transformers ``ChineseCLIPModel`` (OFA-Sys/chinese-clip-vit-*).
 
 Vectors are ``get_text_features`` / ``get_image_features``, L2-normalised; text is cut at the
-catalogue's context length (52 tokens, Chinese-CLIP's own tokenisation length).
+catalogue's context length (52 tokens, Chinese-CLIP's own tokenisation length). The entry's
+metadata records the checkpoint's exponentiated logit scale.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 import torch
 from transformers import ChineseCLIPConfig, ChineseCLIPImageProcessor, ChineseCLIPModel
 
+from runners.backends.torch_io import scoring_metadata
 from runners.contract import ModelSpec, RunnerOptions, WeightSource
 from runners.families import transformers_torch as shared
 
@@ -36,7 +38,8 @@ def _random_parts(model: ModelSpec, tiny: bool) -> shared.EntryParts:
 
 
 def write_entry(model: ModelSpec, directory: Path, source: WeightSource) -> dict[str, Any]:
-    return shared.write_image_text_entry(model, directory, source, ChineseCLIPModel, _random_parts, "projection_dim")
+    return shared.write_image_text_entry(model, directory, source, ChineseCLIPModel, _random_parts, "projection_dim",
+                                         scoring=lambda network: scoring_metadata(network.logit_scale))
 
 
 class ChineseClipRunner(shared.TransformersRunner):
@@ -49,7 +52,6 @@ class ChineseClipRunner(shared.TransformersRunner):
 
     def image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.model.get_image_features(pixel_values=pixel_values).pooler_output
-
 
 
 def load_runner(directory: Path, options: RunnerOptions) -> ChineseClipRunner:

@@ -14,6 +14,9 @@ end even though only the first ``context_length`` tokens are kept. Here:
 
 Texts whose words are all shorter than :data:`MAX_WORD_SYMBOLS` bytes get exactly upstream's
 tokens (the same truncation to the context, the same end-of-text token).
+
+:func:`count_tokens` counts what the tower sees of each text, for either kind of tokenizer
+open_clip gives.
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ from __future__ import annotations
 import heapq
 from typing import Mapping, Sequence
 
+import torch
 from cachetools import LRUCache
-from open_clip.tokenizer import SimpleTokenizer
+from open_clip.tokenizer import HFTokenizer, SimpleTokenizer
 
 # Byte symbols: beyond the longest words of real text (a word here is a run of letters; 512
 # bytes are 170 CJK characters without punctuation). Merging a random word of this length
@@ -137,3 +141,28 @@ def bounded(tokenizer: object) -> object:
     :class:`BoundedSimpleTokenizer`; other kinds (open_clip's ``HFTokenizer`` over a Rust
     tokenizer, linear in the text with a bounded cache) are returned as they are."""
     return BoundedSimpleTokenizer.adopt(tokenizer) if isinstance(tokenizer, SimpleTokenizer) else tokenizer
+
+
+def through_last_end_of_text(tokens: torch.Tensor, eot_token_id: int) -> list[int]:
+    """How many tokens of each row of ``SimpleTokenizer`` output come before its padding: up to
+    and including the row's last end-of-text token (the one the tokenizer appends, or puts
+    last when it truncates).
+
+    Padding is id 0, which is also a real token ("!" inside a word, as in ``"!$"``), so
+    counting non-zero ids would miss real tokens; a text that spells ``<end_of_text>`` holds
+    an end-of-text token before the appended one, so the first one would miss the rest.
+    """
+    context = tokens.shape[1]
+    after_last = (tokens.flip(1) == eot_token_id).int().argmax(dim=1)
+    return (context - after_last).tolist()
+
+
+def count_tokens(tokenizer: SimpleTokenizer | HFTokenizer, texts: list[str]) -> list[int]:
+    """The tokens of each text that ``tokenizer`` gives the tower, special tokens included and
+    padding not: a ``SimpleTokenizer``'s through its end-of-text token
+    (:func:`through_last_end_of_text`), an ``HFTokenizer``'s those that are not the Hugging Face
+    tokenizer's padding id (both pad to the full context)."""
+    tokens = tokenizer(texts)
+    if isinstance(tokenizer, SimpleTokenizer):
+        return through_last_end_of_text(tokens, tokenizer.eot_token_id)
+    return (tokens != tokenizer.tokenizer.pad_token_id).sum(dim=1).tolist()

@@ -16,6 +16,7 @@ crop and a conversion to 0..1: no mean/std normalisation.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from dataclasses import asdict
 from functools import partial
@@ -32,11 +33,11 @@ from timm.utils.model import reparameterize_model
 from torch import nn
 
 from runners.backends.devices import torch_device
-from runners.backends.torch_io import pixel_tensor, unit_pixels, unit_rows
+from runners.backends.torch_io import pixel_tensor, scoring_metadata, unit_pixels, unit_rows
 from runners.backends.towers import Tower
 from runners.contract import EmbeddingRunner, ModelSpec, RunnerOptions, Towers, WeightSource
 from runners.entry_files import read_json
-from runners.families.clip_tokenizer import BoundedSimpleTokenizer
+from runners.families.clip_tokenizer import BoundedSimpleTokenizer, count_tokens
 from runners.families.mobileclip_s0 import CONFIG_FILE
 from runners.families.mobileclip_text import MctTextEncoder, TextConfig
 
@@ -52,10 +53,13 @@ TINY_IMAGE = {"timm_model": "fastvit_mci0", "layers": [1, 1, 1, 1], "embed_dims"
 FULL_TEXT = TextConfig()
 TINY_TEXT = TextConfig(dim=64, layers=1, heads=2)
 
-# Prefixes of Apple's checkpoint keys, and the one key that embeddings do not use.
+# Prefixes of Apple's checkpoint keys, and the one key outside both towers: the learnt
+# logarithm of the scale of image-text cosines, recorded in the entry's metadata.
 APPLE_IMAGE_PREFIX = "image_encoder.model."
 APPLE_TEXT_PREFIX = "text_encoder."
-APPLE_UNUSED_KEYS = frozenset({"logit_scale"})
+APPLE_LOGIT_SCALE = "logit_scale"
+# The logit scale of a random import: CLIP's initial log(1 / 0.07), as Apple's model starts.
+INITIAL_LOGIT_SCALE = math.log(1 / 0.07)
 
 
 class CheckpointMismatch(ValueError):
@@ -101,7 +105,8 @@ def empty_model(config: Mapping[str, Any]) -> MobileClipS0:
 def load_apple_state_dict(net: MobileClipS0, state_dict: Mapping[str, torch.Tensor]) -> None:
     """Load Apple's checkpoint layout into ``net`` (its tensors are replaced, so ``net`` may be
     uninitialised); every key must be used and every parameter of ``net`` provided, else
-    :class:`CheckpointMismatch` lists the differences.
+    :class:`CheckpointMismatch` lists the differences. :data:`APPLE_LOGIT_SCALE` must be there
+    too, though no tower holds it (:func:`write_entry` records it).
 
     Image keys go through timm's own converter for Apple's MCi checkpoints (which also turns
     the bias-free projection into ``head.fc`` with a zero bias); text keys are Apple's names.
@@ -109,8 +114,8 @@ def load_apple_state_dict(net: MobileClipS0, state_dict: Mapping[str, torch.Tens
     image = {k: v for k, v in state_dict.items() if k.startswith(APPLE_IMAGE_PREFIX)}
     text = {k[len(APPLE_TEXT_PREFIX):]: v for k, v in state_dict.items() if k.startswith(APPLE_TEXT_PREFIX)}
     unexpected = [k for k in state_dict if k not in image and not k.startswith(APPLE_TEXT_PREFIX)
-                  and k not in APPLE_UNUSED_KEYS]
-    missing = sorted(APPLE_UNUSED_KEYS - set(state_dict))
+                  and k != APPLE_LOGIT_SCALE]
+    missing = [] if APPLE_LOGIT_SCALE in state_dict else [APPLE_LOGIT_SCALE]
     try:
         converted = {k: v.contiguous() for k, v in checkpoint_filter_fn(image, net.image_encoder).items()}
         image_result = net.image_encoder.load_state_dict(converted, strict=False, assign=True)
@@ -153,8 +158,11 @@ def _apple_checkpoint(source: WeightSource, model: ModelSpec) -> Path:
 def write_entry(model: ModelSpec, directory: Path, source: WeightSource) -> dict[str, Any]:
     """Write config, safetensors weights and tokenizer vocabulary for ``model``; tiny random
     weights are spread and the image tower's batch norms calibrated on noise images, so that
-    the one-block towers tell inputs apart (:func:`runners.fabrication.tiny_towers.tiny_network`)."""
+    the one-block towers tell inputs apart (:func:`runners.fabrication.tiny_towers.tiny_network`).
+    The metadata records the checkpoint's logit scale, or :data:`INITIAL_LOGIT_SCALE` for random
+    weights (the model holds no parameter for it)."""
     config = entry_config(tiny=source.kind == "random" and source.tiny)
+    logit_scale: torch.Tensor | float = INITIAL_LOGIT_SCALE
     if source.kind == "random" and source.tiny:
         from runners.fabrication.tiny_towers import tiny_network
 
@@ -165,11 +173,12 @@ def write_entry(model: ModelSpec, directory: Path, source: WeightSource) -> dict
         net = empty_model(config)
         checkpoint = torch.load(_apple_checkpoint(source, model), map_location="cpu", weights_only=True)
         load_apple_state_dict(net, checkpoint)
+        logit_scale = checkpoint[APPLE_LOGIT_SCALE]
     with open(directory / CONFIG_FILE, "w", encoding="utf-8") as handle:
         json.dump(config, handle, indent=2)
     save_model(net, str(directory / WEIGHTS_FILE))
     shutil.copyfile(default_bpe(), directory / VOCAB_FILE)
-    return {"parameters": sum(p.numel() for p in net.parameters())}
+    return {"parameters": sum(p.numel() for p in net.parameters()), **scoring_metadata(logit_scale)}
 
 
 def load_model_from_entry(directory: Path) -> MobileClipS0:
@@ -192,6 +201,9 @@ class MobileClipTextInputs:
 
     def __call__(self, texts: list[str]) -> dict[str, torch.Tensor]:
         return {"tokens": self.tokenizer(texts)}
+
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        return count_tokens(self.tokenizer, texts)
 
 
 class MobileClipS0Runner(EmbeddingRunner):

@@ -28,12 +28,12 @@ from timm.utils.model import reparameterize_model
 from torch import nn
 
 from runners.backends.devices import torch_device
-from runners.backends.torch_io import pixel_tensor, unit_pixels, unit_rows
+from runners.backends.torch_io import pixel_tensor, scoring_metadata, unit_pixels, unit_rows
 from runners.backends.towers import Tower
 from runners.contract import EmbeddingRunner, ModelSpec, RunnerOptions, Towers, WeightSource
 from runners.entry_files import read_json
 from runners.families import causal_text
-from runners.families.clip_tokenizer import bounded
+from runners.families.clip_tokenizer import bounded, count_tokens
 from runners.families.hf_tokenizers import save_tokenizer
 from runners.families.open_clip import CONFIG_FILE, WEIGHTS_FILE
 
@@ -193,7 +193,8 @@ def _checkpoint_in(directory: Path) -> Path:
 def write_entry(model: ModelSpec, directory: Path, source: WeightSource) -> dict[str, Any]:
     """Write a self-contained open_clip local-dir for ``model`` into ``directory``.
 
-    The tokenizer goes first: a missing one fails the import before any weights download.
+    The tokenizer goes first: a missing one fails the import before any weights download. The
+    metadata records the network's learnt logit scale and, where it has one (SigLIP2), bias.
     """
     metadata: dict[str, Any] = {}
     model_cfg, variants = entry_config(model, source)
@@ -206,6 +207,7 @@ def write_entry(model: ModelSpec, directory: Path, source: WeightSource) -> dict
         json.dump({**config, TIMM_VARIANTS: variants} if variants else config, handle, indent=2)
     save_model(net, str(directory / WEIGHTS_FILE))
     metadata["parameters"] = sum(p.numel() for p in net.parameters())
+    metadata.update(scoring_metadata(net.logit_scale, net.logit_bias))
     return metadata
 
 
@@ -235,6 +237,9 @@ class ClipTextInputs:
     def __call__(self, texts: list[str]) -> dict[str, torch.Tensor]:
         tokens = self.tokenizer(texts)
         return {"tokens": tokens if self._trim_by is None else causal_text.trim(self._trim_by, tokens)}
+
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        return count_tokens(self.tokenizer, texts)
 
 
 def load_text_inputs(directory: Path, options: RunnerOptions) -> ClipTextInputs:

@@ -125,14 +125,17 @@ def save_entry(model: ModelSpec, directory: Path, parts: EntryParts, dimension: 
 
 def write_image_text_entry(model: ModelSpec, directory: Path, source: WeightSource,
                            model_class: type[PreTrainedModel],
-                           random_parts: Callable[[ModelSpec, bool], EntryParts], dimension_field: str) -> dict[str, Any]:
+                           random_parts: Callable[[ModelSpec, bool], EntryParts], dimension_field: str,
+                           scoring: Callable[[PreTrainedModel], dict[str, float]] | None = None) -> dict[str, Any]:
     """``write_entry`` of an image-text family: ``random_parts(model, tiny)`` for random weights,
     else ``model_class`` with its tokenizer and image processor from the weights' directory;
-    the vectors' width is the model config's ``dimension_field``."""
+    the vectors' width is the model config's ``dimension_field``. ``scoring(network)`` gives
+    the metadata of how the checkpoint scores image-text pairs, for families that record it."""
     parts = (random_parts(model, source.tiny) if source.kind == "random"
              else pretrained_parts(model_class, source_directory(model, source), with_images=True))
-    return save_entry(model, directory, parts, int(getattr(parts.network.config, dimension_field)),
-                      model.context_length)
+    metadata = save_entry(model, directory, parts, int(getattr(parts.network.config, dimension_field)),
+                          model.context_length)
+    return {**metadata, **(scoring(parts.network) if scoring is not None else {})}
 
 
 class PixelNormaliser:
@@ -156,6 +159,11 @@ class PixelNormaliser:
         return (pixels.permute(0, 3, 1, 2).float() - self._mean) / self._std
 
 
+def lengths(encoded: Mapping[str, list[list[int]]]) -> list[int]:
+    """The length of each text of :meth:`TokenizerInputs.encode`'s output, in tokens."""
+    return [len(ids) for ids in encoded["input_ids"]]
+
+
 class TokenizerInputs:
     """The entry's tokenizer as the runners call it: padded to the batch's longest text,
     truncated at :attr:`max_length` tokens. :meth:`encode` and :meth:`pad` are the two halves
@@ -171,6 +179,9 @@ class TokenizerInputs:
     def encode(self, texts: list[str]) -> dict[str, list[list[int]]]:
         """Unpadded token ids (and the tokenizer's other inputs) of ``texts``, truncated."""
         return dict(self.tokenizer(texts, truncation=True, max_length=self.max_length))
+
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        return lengths(self.encode(texts))
 
     def pad(self, encoded: Mapping[str, list[list[int]]]) -> dict[str, torch.Tensor]:
         """Tensors of encoded texts padded to their longest, on the tokenizer's padding side."""
@@ -225,7 +236,7 @@ class TransformersRunner(EmbeddingRunner):
         if self.token_budget is None:
             return unit_rows(self.text_features(self.tokens(texts)))
         encoded = self.text_inputs.encode(texts)
-        groups = budget_groups([len(ids) for ids in encoded["input_ids"]], self.token_budget)
+        groups = budget_groups(lengths(encoded), self.token_budget)
         return np.concatenate([self._encode_group(encoded, group) for group in groups])
 
     def _encode_group(self, encoded: Mapping[str, list[list[int]]], group: range) -> np.ndarray:
