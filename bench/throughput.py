@@ -268,7 +268,7 @@ def best_of(first: Ceiling, second: Ceiling) -> Ceiling:
 # --------------------------------------------------------------------------- load generator
 
 
-async def _closed_loop(url: str, bodies: list[bytes], concurrency: int, window_s: float,
+async def closed_loop(url: str, bodies: list[bytes], concurrency: int, window_s: float,
                        max_requests: int) -> Cell:
     """``concurrency`` clients in a closed loop. The window opens once ``concurrency`` answers
     have come back (the pipeline is full) and closes after ``window_s`` or ``max_requests``
@@ -320,11 +320,11 @@ def measure_server(url: str, pid: int, bodies: dict[str, list[bytes]], plan: Pla
                    label: str) -> dict[str, list[Cell]]:
     results: dict[str, list[Cell]] = {}
     for modality, payloads in bodies.items():
-        asyncio.run(_closed_loop(url, payloads, 4, float("inf"), WARMUP_REQUESTS))  # warm-up
+        asyncio.run(closed_loop(url, payloads, 4, float("inf"), WARMUP_REQUESTS))  # warm-up
         results[modality] = []
         for concurrency in plan.concurrency:
             meter = CpuMeter(pid)
-            cell = asyncio.run(_closed_loop(url, payloads, concurrency, plan.window_s, plan.max_requests))
+            cell = asyncio.run(closed_loop(url, payloads, concurrency, plan.window_s, plan.max_requests))
             server_cpu_s, cell.other_load = meter.read()
             cell.cpu_ms = 1000 * server_cpu_s / max(cell.succeeded, 1)
             print(f"  {label:8} {modality:5} c={concurrency:<4} {cell.throughput:8.1f}/s  "

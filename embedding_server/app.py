@@ -14,6 +14,7 @@ import math
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 
@@ -41,6 +42,7 @@ def build_app(settings: Settings) -> FastAPI:
     app.include_router(openai_routes.router)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(ApiError, _on_api_error)
+    app.add_exception_handler(HTTPException, _on_http_error)
     app.add_middleware(ConcurrencyLimitMiddleware,
                        max_concurrency=math.ceil(settings.max_concurrency / settings.entry_workers),
                        paths=WORK_PATHS)
@@ -71,3 +73,8 @@ async def _on_validation_error(request: Request, error: RequestValidationError) 
 
 async def _on_api_error(request: Request, error: ApiError) -> Response:
     return error_response(request.url.path, error)
+
+
+async def _on_http_error(request: Request, error: HTTPException) -> Response:
+    """The router's own answers (405 for a wrong method, 404) in the path's API shape."""
+    return error_response(request.url.path, ApiError(error.status_code, str(error.detail)), error.headers)

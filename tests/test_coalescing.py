@@ -144,6 +144,7 @@ class IdentifyingEncoder:
 
     def __init__(self) -> None:
         self.sizes: dict[str, list[int]] = {"text": [], "image": []}
+        self.token_calls: list[int] = []
         self.gate = asyncio.Event()
         self.started = asyncio.Event()
 
@@ -156,6 +157,13 @@ class IdentifyingEncoder:
     async def encode_images(self, pixels: np.ndarray) -> np.ndarray:
         await self._computing("image", len(pixels))
         return pixels.reshape(len(pixels), -1).astype(np.float32)
+
+    async def count_tokens(self, texts: list[str]) -> np.ndarray:
+        """A text's "token count" is its length in characters."""
+        self.token_calls.append(len(texts))
+        self.started.set()
+        await self.gate.wait()
+        return np.array([len(text) for text in texts])
 
     async def _computing(self, modality: str, items: int) -> None:
         self.sizes[modality].append(items)
@@ -240,5 +248,19 @@ def test_the_items_of_every_encoder_call_are_observed_per_modality():
             assert (count.value, total.value) == (len(sizes), sum(sizes))
             for bound in ITEM_BUCKETS[:3]:
                 assert observations_above(page, "items", bound, modality=modality) == sum(n > bound for n in sizes)
+
+    asyncio.run(scenario())
+
+
+def test_token_counts_are_coalesced_and_each_caller_gets_its_own():
+    async def scenario() -> None:
+        encoder = IdentifyingEncoder()
+        coalescing = CoalescingEncoder(encoder, Settings(text_max_batch_size=8))
+        parts = [caller_texts(caller) for caller in range(4)]  # 1, 2, 3 and 4 texts
+        counts = await queued_behind_one_call(encoder, [coalescing.count_tokens(part) for part in parts])
+        for part, rows in zip(parts, counts):
+            assert rows.tolist() == [len(text) for text in part]
+        assert encoder.token_calls == [1, 5, 4]  # the first alone, then the waiting ones up to the cap
+        assert encoder.sizes["text"] == []
 
     asyncio.run(scenario())

@@ -141,6 +141,11 @@ def test_malformed_json_is_400_in_openai_shape(api_client):
     assert "malformed JSON body" in openai_error(response, 400)["message"]
 
 
+def test_a_wrong_method_is_405_in_openai_shape(api_client):
+    assert openai_error(api_client.get("/v1/embeddings"), 405)["message"] == "Method Not Allowed"
+    assert api_client.get("/embeddings").json() == {"detail": "Method Not Allowed"}
+
+
 def test_the_documented_routes_keep_their_detail_bodies(api_client):
     response = embed(api_client, {"type": "text", "text": "a"}, model="text-embedding-3-small")
     assert response.status_code == 400 and set(response.json()) == {"detail"}

@@ -135,7 +135,7 @@ def test_siglip_probabilities_are_its_sigmoid_with_scale_and_bias(api_client, us
         logits = image_features @ text_features.T * net.logit_scale.exp() + net.logit_bias
         expected = torch.sigmoid(logits)[0].numpy()
     assert body["scoring"] == "sigmoid"
-    assert body["logit_bias"] == pytest.approx(float(net.logit_bias), rel=1e-6)
+    assert body["logit_bias"] == pytest.approx(float(net.logit_bias.detach()), rel=1e-6)
     results = by_index(body)
     np.testing.assert_allclose([results[i]["probability"] for i in range(len(LABELS))], expected, atol=1e-4)
 

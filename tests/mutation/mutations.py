@@ -155,11 +155,11 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         name="concurrency_limit_unwired",
-        file="embedding_server/routes.py",
+        file="embedding_server/app.py",
         snippet=("app.add_middleware(ConcurrencyLimitMiddleware,\n"
                  "                       max_concurrency=math.ceil(settings.max_concurrency"
                  " / settings.entry_workers),\n"
-                 "                       paths=(\"/embeddings\",))\n"),
+                 "                       paths=WORK_PATHS)\n"),
         replacement="pass\n",
         tests=("tests/test_served_limits.py::test_requests_beyond_the_concurrency_limit_get_429"
                "_and_status_routes_are_never_limited",),
@@ -176,7 +176,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         name="body_limit_unwired",
-        file="embedding_server/routes.py",
+        file="embedding_server/app.py",
         snippet=("app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes,"
                  " timeout_s=settings.body_timeout_s)\n"),
         replacement="pass\n",
@@ -295,6 +295,54 @@ MUTATIONS: tuple[Mutation, ...] = (
                "_and_200_once_bentoml_restarts_it"),
         why="/health answers 500 once the Encoder stops answering, even after it answered before",
         timeout_s=SERVED_TIMEOUT_S,
+    ),
+    Mutation(
+        name="api_key_not_compared",
+        file="embedding_server/http_api/api_keys.py",
+        snippet="        if token is not None and self._known(token):\n",
+        replacement="        if token is not None:\n",
+        tests=("tests/test_access.py::test_requests_without_a_valid_key_are_401",),
+        why="a request bearing a key that is not one of EMBEDDING_API_KEYS is refused",
+    ),
+    Mutation(
+        name="openai_invalid_input_answered_422",
+        file="embedding_server/http_api/error_bodies.py",
+        snippet="_OPENAI_STATUS = {422: 400}",
+        replacement="_OPENAI_STATUS: dict[int, int] = {}",
+        tests=("tests/test_openai_api.py::test_invalid_requests_are_400_in_openai_shape",),
+        why="/v1/* answers invalid input 400, as OpenAI does, so the SDKs raise BadRequestError",
+    ),
+    Mutation(
+        name="usage_counts_the_padding",
+        file="runners/families/clip_tokenizer.py",
+        snippet="    return (context - after_last).tolist()",
+        replacement="    return [context] * len(tokens)",
+        tests=("tests/test_openai_api.py::test_a_single_string_and_its_token_count",),
+        why="usage.prompt_tokens counts the tokens the model saw, not the padded context",
+    ),
+    Mutation(
+        name="nested_dimensions_not_renormalised",
+        file="embedding_server/nested_dimensions.py",
+        snippet="    return leading / np.maximum(np.linalg.norm(leading, axis=1, keepdims=True), 1e-12)",
+        replacement="    return leading",
+        tests=("tests/test_openai_api.py::test_dimensions_cut_a_matryoshka_model_s_vectors_and_renormalise",),
+        why="a shortened Matryoshka vector is normalised again",
+    ),
+    Mutation(
+        name="rank_softmax_without_logit_scale",
+        file="embedding_server/scoring.py",
+        snippet="        logits = self.logit_scale * np.asarray(cosines, dtype=np.float64)",
+        replacement="        logits = np.asarray(cosines, dtype=np.float64)",
+        tests=("tests/test_rank.py::test_zero_shot_probabilities_equal_open_clip_s_own",),
+        why="/rank's probabilities are the checkpoint's own: softmax of logit_scale x cosine",
+    ),
+    Mutation(
+        name="rank_sigmoid_without_bias",
+        file="embedding_server/scoring.py",
+        snippet="-(logits + self.logit_bias)",
+        replacement="-logits",
+        tests=("tests/test_rank.py::test_siglip_probabilities_are_its_sigmoid_with_scale_and_bias",),
+        why="SigLIP2's probabilities add its learnt bias before the sigmoid",
     ),
     Mutation(
         name="metric_parser_reads_wrong_label",
