@@ -29,6 +29,7 @@ from embedding_server.validation_errors import MAX_REPORTED_ERRORS, describe_err
 
 WORK_PATHS = ("/embeddings", "/v1/embeddings", "/rank")  # the routes that embed: concurrency-limited
 OPEN_PATHS = ("/health",)  # answered without an API key
+EXPOSED_HEADERS = ("Retry-After", "WWW-Authenticate")  # what a browser client may read of a refusal
 
 
 def build_app(settings: Settings) -> FastAPI:
@@ -52,7 +53,8 @@ def build_app(settings: Settings) -> FastAPI:
     if settings.cors_allow_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_allow_origins),
                            allow_methods=list(settings.cors_allow_methods),
-                           allow_headers=list(settings.cors_allow_headers), max_age=settings.cors_max_age_s)
+                           allow_headers=list(settings.cors_allow_headers), max_age=settings.cors_max_age_s,
+                           expose_headers=EXPOSED_HEADERS)
     return app
 
 

@@ -12,7 +12,7 @@ loop stays free; only compact uint8 pixel arrays and strings go to the Encoder.
 from __future__ import annotations
 
 import asyncio
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -31,14 +31,13 @@ from embedding_server.http_api.schemas import (
 from embedding_server.media.blocking import all_or_error
 from embedding_server.media.images import decode_base64, decode_image
 from embedding_server.media.remote import fetch_url
-from embedding_server.media.video_inputs import VideoEmbedder
+from embedding_server.media.video_inputs import NameOf, VideoEmbedder
 from embedding_server.scoring import COSINE_ONLY, Scoring
 from embedding_server.settings import Settings
 from models.catalogue import CATALOGUE, CatalogueModel
 from runners.contract import ImagePreparer
 
 
-NameOf = Callable[[int], str]  # item index -> the client's name for it, such as "text[3]"
 ImageInput = ImageUrlInput | ImageBase64Input
 
 
@@ -79,7 +78,7 @@ class EmbeddingPipeline:
         self._settings = settings
         self._info: ModelInfo | None = None
         self._info_call: asyncio.Task[ModelInfo] | None = None
-        self._video = VideoEmbedder(self._encode_frames, self._image_pixels, settings)
+        self._video = VideoEmbedder(self._encode_named, self._image_pixels, settings)
         # Only the first min(context, cap) tokens are embedded; characters beyond what holds
         # them are cut here, before they cost tokenising or sending (see text_chars_per_token).
         self._text_chars = min(model.context_length, settings.text_token_cap) * settings.text_chars_per_token
@@ -112,8 +111,7 @@ class EmbeddingPipeline:
             vectors = await self.text_vectors(texts, names_in("text", flat), item.instruction)
         elif isinstance(item, (ImageUrlInput, ImageBase64Input)):
             flat = True
-            vectors = check_embedded(await self._encoder.encode_images(await self._image_pixels(item)),
-                                     lambda _: "image")
+            vectors = await self._encode_named(await self._image_pixels(item), names_in("image", flat))
         elif isinstance(item, VIDEO_INPUTS):
             flat = False
             vectors = await self._video.embed(item, self._require_images("Video"))
@@ -185,8 +183,8 @@ class EmbeddingPipeline:
                                f"{self._settings.max_text_chars}")
         return [template.format(instruction=instruction, text=text) for text in texts]
 
-    async def _encode_frames(self, pixels: np.ndarray) -> np.ndarray:
-        return check_embedded(await self._encoder.encode_images(pixels), lambda _: "a video frame")
+    async def _encode_named(self, pixels: np.ndarray, name_of: NameOf) -> np.ndarray:
+        return check_embedded(await self._encoder.encode_images(pixels), name_of)
 
     def _require_images(self, kind: str) -> ImagePreparer:
         if self._preparer is None or not self.model.supports_images:

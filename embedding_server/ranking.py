@@ -1,5 +1,6 @@
-"""``POST /rank``: one query against candidates, each candidate's cosine with the query and
-the model's probability (:mod:`embedding_server.scoring`), best first.
+"""``POST /rank``: one query against candidates, each candidate's cosine with the query and,
+where the candidates are all of the other modality, the model's probability
+(:mod:`embedding_server.scoring`), best first.
 
 Texts and images embed through the pipeline (its limits, its fetching and decoding): the
 candidates' texts in one Encoder call, their images a chunk ahead of the Encoder, the query
@@ -15,6 +16,7 @@ import numpy as np
 from embedding_server.http_api.schemas import RankRequest, TextQuery
 from embedding_server.media.blocking import all_or_error
 from embedding_server.pipeline import EmbeddingPipeline
+from embedding_server.scoring import COSINE_ONLY
 
 
 async def _query_vector(pipeline: EmbeddingPipeline, request: RankRequest) -> np.ndarray:
@@ -42,6 +44,15 @@ async def _candidate_vectors(pipeline: EmbeddingPipeline, request: RankRequest, 
     return vectors
 
 
+def _across_modalities(request: RankRequest) -> bool:
+    """Every candidate is of the other modality than the query (image against texts, text
+    against images): the pairs a contrastive model's scale and bias are trained on. Its
+    probabilities of text-text or image-image pairs, or over candidates of both kinds (an image
+    is far nearer another image than any text), would mean nothing."""
+    text_query = isinstance(request.query, TextQuery)
+    return all(isinstance(candidate, str) != text_query for candidate in request.candidates)
+
+
 async def rank(pipeline: EmbeddingPipeline, request: RankRequest) -> dict[str, Any]:
     """The ``POST /rank`` answer."""
     pipeline.check_model(request.model)
@@ -50,7 +61,7 @@ async def rank(pipeline: EmbeddingPipeline, request: RankRequest) -> dict[str, A
                                            _candidate_vectors(pipeline, request, info.dimension))
     # Unit float32 vectors: a cosine may come out a rounding error beyond +-1.
     cosines = np.clip(candidates.astype(np.float64) @ query.astype(np.float64), -1.0, 1.0)
-    scoring = pipeline.scoring
+    scoring = pipeline.scoring if _across_modalities(request) else COSINE_ONLY
     probabilities = scoring.probabilities(cosines)
     order = np.argsort(-cosines, kind="stable")[:request.top_k]
     return {

@@ -126,14 +126,15 @@ class Settings(BaseSettings):
     torch_lanes: int = Field(2, ge=1, le=1024)
 
     # --- access: API keys and CORS ---
-    # Keys, comma-separated, or the absolute path of a file of keys, one a line (blank lines
-    # and "#" comments ignored). When set, every route of the API but /health requires
-    # "Authorization: Bearer <key>". Never printed, not even in a configuration error.
+    # Keys, comma-separated, or the absolute path of an existing file of keys, one a line
+    # (blank lines and "#" comments ignored). When set, every route of the API but /health
+    # requires "Authorization: Bearer <key>". Never printed, not even in a configuration error.
     api_keys: Annotated[tuple[str, ...], NoDecode] = Field((), repr=False)
     # Origins (comma-separated, "*" for any) whose browser pages may call the API; none: CORS off.
     cors_allow_origins: Annotated[tuple[str, ...], NoDecode] = ()
     cors_allow_methods: Annotated[tuple[str, ...], NoDecode] = ("GET", "POST")
-    cors_allow_headers: Annotated[tuple[str, ...], NoDecode] = ("Authorization", "Content-Type")
+    # Any request header by default: the OpenAI JS SDK sends its own X-Stainless-* headers.
+    cors_allow_headers: Annotated[tuple[str, ...], NoDecode] = ("*",)
     cors_max_age_s: int = Field(600, ge=0, le=86_400)  # how long browsers may cache a preflight
 
     # --- hostile input: http ---
@@ -204,9 +205,17 @@ class Settings(BaseSettings):
     @field_validator("api_keys", mode="before")
     @classmethod
     def _read_keys(cls, value: object) -> object:
-        if isinstance(value, str) and value.strip().startswith("/"):
-            return _key_file(Path(value.strip()))
-        return _comma_separated(value) if isinstance(value, str) else value
+        """A file's keys when the value is the path of an existing file, else the keys it
+        lists; set but holding no key stops start-up (an unset secret would otherwise leave
+        the API open)."""
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        keys = _key_file(Path(text)) if text.startswith("/") and "," not in text and Path(text).is_file() else (
+            _comma_separated(text))
+        if not keys:
+            raise ValueError("is set but holds no key; unset it to serve without API keys")
+        return keys
 
     @field_validator("api_keys")
     @classmethod
@@ -239,16 +248,12 @@ def _comma_separated(value: str) -> tuple[str, ...]:
 
 
 def _key_file(path: Path) -> tuple[str, ...]:
-    """The keys of a key file; one that cannot be read, or holds none, stops start-up (an empty
-    file would otherwise leave the API open without anyone noticing)."""
+    """The keys of a key file (its lines, blank ones and ``#`` comments skipped)."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as error:
-        raise ValueError(f"cannot read the key file {path}: {error}") from None
-    keys = tuple(line.strip() for line in lines if line.strip() and not line.strip().startswith("#"))
-    if not keys:
-        raise ValueError(f"the key file {path} holds no key")
-    return keys
+        raise ValueError(f"cannot read the key file {path}: {type(error).__name__}") from None
+    return tuple(line.strip() for line in lines if line.strip() and not line.strip().startswith("#"))
 
 
 def _variable(item: ErrorItem) -> str:

@@ -95,17 +95,26 @@ def test_keys_from_a_file_skip_blank_lines_and_comments(tmp_path: Path, monkeypa
     assert load_settings().api_keys == KEYS
 
 
-@pytest.mark.parametrize("content, fragment", [
-    ("# only a comment\n\n", "holds no key"),
-    (None, "cannot read the key file"),
-], ids=["empty-file", "missing-file"])
-def test_a_key_file_without_keys_stops_start_up(tmp_path: Path, monkeypatch, content, fragment):
+def test_a_key_file_without_keys_stops_start_up(tmp_path: Path, monkeypatch):
     key_file = tmp_path / "keys"
-    if content is not None:
-        key_file.write_text(content, encoding="utf-8")
+    key_file.write_text("# only a comment\n\n", encoding="utf-8")
     monkeypatch.setenv("EMBEDDING_API_KEYS", str(key_file))
-    with pytest.raises(SettingsError, match=fragment):
+    with pytest.raises(SettingsError, match="holds no key"):
         load_settings()
+
+
+@pytest.mark.parametrize("value", ["", "  ", ",", " , "], ids=["empty", "blank", "comma", "blank-items"])
+def test_keys_set_to_nothing_stop_start_up_rather_than_leave_the_api_open(monkeypatch, value):
+    monkeypatch.setenv("EMBEDDING_API_KEYS", value)
+    with pytest.raises(SettingsError, match="holds no key"):
+        load_settings()
+
+
+def test_keys_starting_with_a_slash_are_keys_unless_they_name_a_file(monkeypatch):
+    monkeypatch.setenv("EMBEDDING_API_KEYS", "/s3cretKEY+abc=,other")
+    assert load_settings().api_keys == ("/s3cretKEY+abc=", "other")
+    monkeypatch.setenv("EMBEDDING_API_KEYS", "/s3cretKEY+abc=")
+    assert load_settings().api_keys == ("/s3cretKEY+abc=",)
 
 
 def test_a_bad_key_is_refused_without_being_printed(monkeypatch):
@@ -138,6 +147,14 @@ def test_a_preflight_from_an_allowed_origin_is_answered_without_a_key(cors):
     assert response.headers["access-control-max-age"] == "600"
 
 
+def test_a_preflight_with_the_openai_js_sdk_s_headers_is_allowed(cors):
+    response = cors.options("/v1/embeddings", headers={
+        "Origin": ORIGIN, "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization,content-type,x-stainless-os,x-stainless-retry-count"})
+    assert response.status_code == 200
+    assert "x-stainless-os" in response.headers["access-control-allow-headers"].lower()
+
+
 def test_other_origins_get_no_cors_permission(cors):
     response = preflight(cors, "https://evil.example.net")
     assert response.status_code == 400 and "access-control-allow-origin" not in response.headers
@@ -152,6 +169,8 @@ def test_answers_to_an_allowed_origin_carry_cors_headers_refusals_included(cors)
     refused = cors.post("/v1/embeddings", json=OPENAI_TEXT, headers=headers)
     assert (answered.status_code, refused.status_code) == (200, 401)
     assert answered.headers["access-control-allow-origin"] == refused.headers["access-control-allow-origin"] == ORIGIN
+    exposed = refused.headers["access-control-expose-headers"].lower()
+    assert "www-authenticate" in exposed and "retry-after" in exposed
 
 
 def test_cors_is_off_by_default(api_client):

@@ -16,6 +16,7 @@ import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Callable
 
 import numpy as np
 import orjson
@@ -50,7 +51,7 @@ def make_settings(place, **overrides):
                     url_allowed_hosts=("127.0.0.1",), **overrides)
 
 
-async def mean_colours(pixels: np.ndarray) -> np.ndarray:
+async def mean_colours(pixels: np.ndarray, name_of: Callable[[int], str]) -> np.ndarray:
     """The stand-in Encoder: one "vector" per frame, its mean RGB."""
     return pixels.reshape(len(pixels), -1, 3).mean(axis=1)
 

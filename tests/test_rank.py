@@ -46,23 +46,43 @@ def test_zero_shot_probabilities_equal_open_clip_s_own(api_client, reference_cli
     np.testing.assert_allclose([results[i]["cosine"] for i in range(len(LABELS))], cosines, atol=1e-4)
 
 
+def test_retrieval_probabilities_are_the_softmax_over_the_images(api_client, reference_clip):
+    images = [random_image(seed=seed) for seed in (51, 52, 53)]
+    body = rank(api_client, {"type": "text", "text": LABELS[0]}, [image_item(image) for image in images]).json()
+    model = reference_clip[0]
+    text_features = torch.from_numpy(reference_text(reference_clip, LABELS[:1]))
+    image_features = torch.from_numpy(reference_images(reference_clip, images))
+    with torch.inference_mode():
+        expected = (model.logit_scale.exp() * text_features @ image_features.T).softmax(dim=-1)[0].numpy()
+    results = by_index(body)
+    assert body["scoring"] == "softmax"
+    np.testing.assert_allclose([results[i]["probability"] for i in range(3)], expected, atol=1e-4)
+
+
 def test_results_are_best_first_and_top_k_keeps_the_best(api_client):
-    query = {"type": "text", "text": LABELS[2]}
-    body = rank(api_client, query, LABELS).json()
+    body = rank(api_client, image_item(random_image(seed=22)), LABELS).json()
     cosines = [result["cosine"] for result in body["results"]]
     assert cosines == sorted(cosines, reverse=True)
-    assert body["results"][0]["index"] == 2 and body["results"][0]["cosine"] == pytest.approx(1.0, abs=1e-5)
+    probabilities = [result["probability"] for result in body["results"]]
+    assert probabilities == sorted(probabilities, reverse=True)
     assert sorted(result["index"] for result in body["results"]) == list(range(len(LABELS)))
-    assert sum(result["probability"] for result in body["results"]) == pytest.approx(1.0, abs=1e-9)
-    top = rank(api_client, query, LABELS, top_k=2).json()
+    assert sum(probabilities) == pytest.approx(1.0, abs=1e-9)
+    top = rank(api_client, image_item(random_image(seed=22)), LABELS, top_k=2).json()
     assert top["results"] == body["results"][:2]
 
 
-def test_mixed_candidates_keep_their_positions(api_client):
+def test_same_modality_candidates_are_ranked_by_cosine_only(api_client):
+    body = rank(api_client, {"type": "text", "text": LABELS[2]}, LABELS).json()
+    assert body["results"][0]["index"] == 2 and body["results"][0]["cosine"] == pytest.approx(1.0, abs=1e-5)
+    assert body["scoring"] == "cosine" and {result["probability"] for result in body["results"]} == {None}
+
+
+def test_mixed_candidates_keep_their_positions_and_get_cosines_only(api_client):
     images = [random_image(seed=31), random_image(seed=32)]
     candidates = [LABELS[0], image_item(images[0]), LABELS[1], image_item(images[1])]
     body = rank(api_client, image_item(images[1]), candidates).json()
     assert body["results"][0]["index"] == 3 and body["results"][0]["cosine"] == pytest.approx(1.0, abs=1e-5)
+    assert body["scoring"] == "cosine" and {result["probability"] for result in body["results"]} == {None}
     alone = by_index(rank(api_client, image_item(images[1]), [LABELS[0], image_item(images[0])]).json())
     mixed = by_index(body)
     assert mixed[0]["cosine"] == pytest.approx(alone[0]["cosine"], abs=1e-6)
@@ -141,14 +161,23 @@ def test_siglip_probabilities_are_its_sigmoid_with_scale_and_bias(api_client, us
 
 
 def test_a_model_without_probabilities_answers_cosines_only(api_client, use_pipeline, tiny_import):
+    from embedding_server.composition import load_preparer
+    from models.catalogue import find_model
+
+    model = find_model("Blip2/blip2_transformers")
+    directory = tiny_import(model.id)
+    use_pipeline(in_process_pipeline(model, model.adapter.load_runner(directory), load_preparer(model, directory),
+                                     entry=stored_entry(directory)))
+    body = rank(api_client, image_item(random_image(seed=1)), ["a", "b"], model=model.id).json()
+    assert (body["scoring"], body["logit_scale"], body["logit_bias"]) == ("cosine", None, None)
+    assert [result["probability"] for result in body["results"]] == [None, None]
+
+
+def test_a_text_only_model_refuses_an_image_query(api_client, use_pipeline, tiny_import):
     from models.catalogue import find_model
 
     model = find_model("QwenText/qwen3-embedding-0.6b")
     directory = tiny_import(model.id)
-    use_pipeline(in_process_pipeline(model, model.adapter.load_runner(directory), None,
-                                     entry=stored_entry(directory)))
-    body = rank(api_client, {"type": "text", "text": "a"}, ["a", "b"], model=model.id).json()
-    assert (body["scoring"], body["logit_scale"], body["logit_bias"]) == ("cosine", None, None)
-    assert [result["probability"] for result in body["results"]] == [None, None]
+    use_pipeline(in_process_pipeline(model, model.adapter.load_runner(directory), None))
     image_query = rank(api_client, image_item(random_image(seed=1)), ["a"], model=model.id)
     assert image_query.status_code == 400 and "not supported" in image_query.json()["detail"]

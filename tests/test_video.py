@@ -15,6 +15,7 @@ import os
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Callable
 
 import bentoml
 import decord
@@ -502,7 +503,7 @@ def test_frames_stream_to_the_encoder_in_batches(runner, preparer, settings, pla
 
     batches = []
 
-    async def encode_images(pixels: np.ndarray) -> np.ndarray:
+    async def encode_images(pixels: np.ndarray, name_of: Callable[[int], str]) -> np.ndarray:
         batches.append(len(pixels))
         return await asyncio.to_thread(runner.encode_images, pixels)
 
@@ -524,7 +525,7 @@ def test_cancelled_request_removes_its_temp_file(preparer, settings, place):
     async def scenario() -> list[tuple[str, int]]:
         reached = asyncio.Event()
 
-        async def stuck_encoder(pixels: np.ndarray) -> np.ndarray:
+        async def stuck_encoder(pixels: np.ndarray, name_of: Callable[[int], str]) -> np.ndarray:
             reached.set()
             await asyncio.Event().wait()  # the client goes away before this returns
             raise AssertionError("unreachable")

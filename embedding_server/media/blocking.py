@@ -39,6 +39,11 @@ async def all_or_error(*calls: Awaitable[T]) -> list[T]:
     try:
         return list(await asyncio.gather(*tasks))
     finally:
+        pending = [task for task in tasks if not task.done()]
+        for task in pending:  # all at once, before any wait: a second cancellation leaves none running
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
         for task in tasks:
-            if not task.done():
-                await settle(task, cancel=True)
+            if task.done() and not task.cancelled():
+                task.exception()  # retrieved: what failed after the first error is dropped

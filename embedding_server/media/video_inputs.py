@@ -56,8 +56,15 @@ from embedding_server.settings import Settings
 from runners.contract import ImagePreparer
 
 T = TypeVar("T")
-EncodeImages = Callable[[np.ndarray], Awaitable[np.ndarray]]
+NameOf = Callable[[int], str]  # an item's position -> the client's name for it
+# Pixels and the names of their rows -> vectors; a row the model fails on is an error naming it.
+EncodeImages = Callable[[np.ndarray, NameOf], Awaitable[np.ndarray]]
 ImagePixels = Callable[[ImageUrlInput | ImageBase64Input], Awaitable[np.ndarray]]
+
+
+def a_video_frame(_: int) -> str:
+    """The name of a frame of a video input the model fails on."""
+    return "a video frame"
 
 
 class VideoEmbedder:
@@ -109,7 +116,7 @@ class VideoEmbedder:
         async def chunk(positions: Sequence[int]) -> np.ndarray:
             return np.concatenate(await all_or_error(*(one(position) for position in positions)))
 
-        return await self._encode_in_chunks(range(len(images)), chunk)
+        return await self._encode_in_chunks(range(len(images)), chunk, name_of)
 
     async def _video(self, file: OpenedFile, config: SegmentConfig,
                      preparer: ImagePreparer) -> np.ndarray:
@@ -120,7 +127,7 @@ class VideoEmbedder:
             order = sorted(set(wanted))  # decode forward, each frame once
             check_pixel_budget(len(order), info.width, info.height, settings)
             video.decode([(index, None) for index in order], settings.image_max_batch_size)
-            vectors = await self._encode_in_chunks(order, lambda part: video.take(len(part)))
+            vectors = await self._encode_in_chunks(order, lambda part: video.take(len(part)), a_video_frame)
         if order == wanted:
             return vectors
         row = {index: position for position, index in enumerate(order)}
@@ -152,7 +159,7 @@ class VideoEmbedder:
                 frames = iter(await video.take(count)) if video is not None and count else iter(())
                 return np.stack([images[at] if at in images else next(frames) for at in positions])
 
-            return await self._encode_in_chunks(range(len(sources)), pixels)
+            return await self._encode_in_chunks(range(len(sources)), pixels, a_video_frame)
 
     def _start_manifest_video(self, video: DecodingProcess, manifest: FramesManifest,
                               sources: list[str | int], from_video: list[int]) -> None:
@@ -167,9 +174,10 @@ class VideoEmbedder:
                      [f"frames[{position}]" for position in from_video])
 
     async def _encode_in_chunks(
-        self, items: Sequence[T], pixels_of: Callable[[Sequence[T]], Awaitable[np.ndarray]]
+        self, items: Sequence[T], pixels_of: Callable[[Sequence[T]], Awaitable[np.ndarray]], name_of: NameOf
     ) -> np.ndarray:
-        """Embed ``pixels_of`` each chunk of ``items``, preparing the next chunk meanwhile."""
+        """Embed ``pixels_of`` each chunk of ``items``, preparing the next chunk meanwhile;
+        ``name_of(position)`` names an item the model fails on."""
         size = self._settings.image_max_batch_size
         chunks = [items[start:start + size] for start in range(0, len(items), size)]
         vectors = []
@@ -179,7 +187,8 @@ class VideoEmbedder:
                 pixels = await upcoming
                 if number + 1 < len(chunks):
                     upcoming = asyncio.ensure_future(pixels_of(chunks[number + 1]))
-                vectors.append(await self._encode_images(pixels))
+                offset = number * size
+                vectors.append(await self._encode_images(pixels, lambda index: name_of(offset + index)))
                 del pixels
         finally:
             await settle(upcoming, cancel=True)

@@ -22,6 +22,7 @@ open_clip gives.
 from __future__ import annotations
 
 import heapq
+import threading
 from typing import Mapping, Sequence
 
 import torch
@@ -107,18 +108,24 @@ class BoundedSimpleTokenizer(SimpleTokenizer):
         # Upstream seeds its cache with the special tokens, which map to themselves.
         self._specials: dict[str, str] = dict(self.cache)
         self.cache = LRUCache(CACHE_SIZE)
+        # The Encoder tokenises in several threads at once (CPU lanes, token counts beside a
+        # forward pass); an LRU cache's reads reorder it, so every access holds this lock.
+        self._cache_lock = threading.Lock()
         self._pairs: list[Pair] = [pair for pair, _ in sorted(self.bpe_ranks.items(), key=lambda item: item[1])]
 
     def bpe(self, token: str) -> str:
         """Upstream's ``bpe`` (same result), through :func:`merge` and the bounded caches."""
         if token in self._specials:
             return self._specials[token]
-        if token in self.cache:
-            return self.cache[token]
+        with self._cache_lock:
+            cached = self.cache.get(token)
+        if cached is not None:
+            return cached
         if len(token) == 1:
             return token + "</w>"
         word = " ".join(merge([*token[:-1], token[-1] + "</w>"], self.bpe_ranks, self._pairs))
-        self.cache[token] = word
+        with self._cache_lock:
+            self.cache[token] = word
         return word
 
     def encode(self, text: str) -> list[int]:
