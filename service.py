@@ -12,6 +12,7 @@ imports no engine: torch and the model's libraries load in the Encoder's ``__ini
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import bentoml
@@ -27,6 +28,7 @@ from embedding_server.settings import get_settings
 from importer.store import find_entry, store_tag
 from models.catalogue import find_model
 
+logger = logging.getLogger(__name__)
 settings = get_settings()
 check_video_roots(settings)  # a symlinked or world-writable video root stops start-up
 MODEL = find_model(settings.model_name)
@@ -57,6 +59,9 @@ class Encoder:
         entry = composition.StoredEntry.of(self.model_ref)
         self.runner = composition.load_runner(MODEL, entry, settings)
         self.model_info = composition.model_info(MODEL, self.runner, entry, settings.device)
+        warmed = composition.warm_up(self.runner, composition.load_preparer(MODEL, entry.directory),
+                                     MODEL.image_size or 0)
+        logger.info("warm-up passes: %s", ", ".join(f"{kind} {1000 * s:.0f} ms" for kind, s in warmed.items()))
 
     # A batch merges several callers' items: an item the model fails on comes back as a NaN
     # row instead of failing the whole batch (embedding_server/encoder/failed_rows.py).

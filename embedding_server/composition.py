@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
+
+import numpy as np
+from PIL import Image
 
 from embedding_server.encoder.coalescing import CoalescingEncoder
 from embedding_server.encoder.protocol import EncoderClient
@@ -115,6 +119,24 @@ def model_info(model: CatalogueModel, runner: EmbeddingRunner, entry: StoredEntr
         variant=entry.labels.get(VARIANT_LABEL, "full"),
         store_tag=entry.tag,
     )
+
+
+def warm_up(runner: EmbeddingRunner, preparer: ImagePreparer | None, image_size: int) -> dict[str, float]:
+    """One forward pass per modality the model embeds (``preparer``: its images, ``None`` for a
+    text-only model), so that the first request does not pay for what a first pass sets up:
+    weights paged in, kernels chosen and compiled, OpenVINO's first inference. The Encoder runs
+    it in ``__init__``, before it answers anything, so ``/health`` is not healthy until it is
+    done. Returns the seconds each pass took, by modality."""
+    seconds = {}
+    started = time.perf_counter()
+    runner.encode_text(["warm-up"])
+    seconds["text"] = time.perf_counter() - started
+    if preparer is not None:
+        pixels = preparer(Image.new("RGB", (image_size, image_size), (128, 128, 128)))[np.newaxis]
+        started = time.perf_counter()
+        runner.encode_images(pixels)
+        seconds["image"] = time.perf_counter() - started
+    return seconds
 
 
 def load_preparer(model: CatalogueModel, entry_dir: Path) -> ImagePreparer | None:

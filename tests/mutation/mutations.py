@@ -345,6 +345,15 @@ MUTATIONS: tuple[Mutation, ...] = (
         why="SigLIP2's probabilities add its learnt bias before the sigmoid",
     ),
     Mutation(
+        name="encoder_not_warmed_up",
+        file="service.py",
+        snippet=("        warmed = composition.warm_up(self.runner, composition.load_preparer(MODEL, entry.directory),\n"
+                 "                                     MODEL.image_size or 0)\n"),
+        replacement="        warmed = {}\n",
+        tests=("tests/test_warm_up.py::test_the_encoder_warms_up_before_it_can_answer",),
+        why="the Encoder runs a forward pass per modality before it answers, so the first request is not slow",
+    ),
+    Mutation(
         name="metric_parser_reads_wrong_label",
         file="tests/prometheus_text.py",
         snippet="labels.items() <= sample.labels.items()",
