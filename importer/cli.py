@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from models.catalogue import CATALOGUE, UnknownModel, find_model
-from runners.contract import WeightSource
+from runners.contract import WeightSource, WeightsUnavailable
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -75,6 +75,10 @@ def main(argv: list[str] | None = None) -> int:
             except ModelNotImported:
                 pass
         entry = import_model(model, source, openvino=args.openvino)
+    except WeightsUnavailable as error:
+        print(f"error: {error}. Import files you have downloaded with --from-dir DIR, or the same "
+              "architecture with random weights with --random-weights.", file=sys.stderr)
+        return 2
     except (UnknownModel, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 
 import bentoml
 from bentoml.exceptions import NotFound
 
 from models.catalogue import CatalogueModel
+from runners.backends.downloads import fetching_upstream
 from runners.contract import WeightSource
 
 WEIGHTS_LABEL = "weights"
@@ -43,7 +45,8 @@ def import_model(model: CatalogueModel, source: WeightSource, openvino: bool = F
     }
     metadata = {key: value for key, value in metadata.items() if value is not None}  # BentoML refuses None
     with bentoml.models.create(model.store_name, labels=labels, metadata=metadata) as entry:
-        metadata.update(adapter.write_entry(model, Path(entry.path), source))
+        with fetching_upstream(f"the files of {model.id}") if source.kind == "upstream" else nullcontext():
+            metadata.update(adapter.write_entry(model, Path(entry.path), source))
         if openvino:
             from runners.backends.openvino_export import IR_DIR, convert_entry
 

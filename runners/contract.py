@@ -97,6 +97,11 @@ class Towers:
     image: nn.Module | None = None
 
 
+class WeightsUnavailable(RuntimeError):
+    """Upstream weights (or their tokenizer, config) could not be downloaded; the message says
+    what and why, in one line."""
+
+
 class DeviceUnavailable(RuntimeError):
     """The configured device is not available to the backend (the message lists those it sees)."""
 
