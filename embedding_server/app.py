@@ -65,8 +65,8 @@ def _validation_error(error: RequestValidationError) -> InvalidInput:
         reason = (errors[0].get("ctx") or {}).get("error", "")
         return InvalidInput(f"malformed JSON body ({reason})" if reason else "malformed JSON body")
     message = describe_errors(errors, lambda item: location(item, "body", skip=("body",)), MAX_REPORTED_ERRORS)
-    field = [part for part in errors[0].get("loc", ()) if part != "body"][:1] if errors else []
-    return InvalidInput(message or "invalid request", param=str(field[0]) if field else None)
+    fields = [str(part) for part in (errors[0].get("loc", ()) if errors else ()) if part != "body"]
+    return InvalidInput(message or "invalid request", param=fields[0] if fields else None)
 
 
 async def _on_validation_error(request: Request, error: RequestValidationError) -> Response:

@@ -24,7 +24,7 @@ from embedding_server.encoder.coalescing import CoalescingEncoder
 from embedding_server.encoder.protocol import EncoderClient
 from embedding_server.http_api.schemas import ModelInfo
 from embedding_server.pipeline import EmbeddingPipeline
-from embedding_server.scoring import Scoring
+from embedding_server.scoring import COSINE_ONLY, Scoring
 from embedding_server.settings import Settings
 from importer.store import VARIANT_LABEL, WEIGHTS_LABEL
 from models.catalogue import CatalogueModel
@@ -149,6 +149,5 @@ def build_pipeline(model: CatalogueModel, preparer: ImagePreparer | None, encode
     """The entry service's pipeline (``preparer``: :func:`load_preparer`) of the store ``entry``
     (its scoring and creation time; none: cosine only): concurrent requests share ``encoder``
     calls (one in flight per kind, :mod:`embedding_server.encoder.coalescing`)."""
-    entry = entry or StoredEntry(Path("."), "", {})
-    return EmbeddingPipeline(model, CoalescingEncoder(encoder, settings), preparer, settings,
-                             Scoring.of_entry(entry.metadata), entry.created)
+    scoring, created = (Scoring.of_entry(entry.metadata), entry.created) if entry else (COSINE_ONLY, 0)
+    return EmbeddingPipeline(model, CoalescingEncoder(encoder, settings), preparer, settings, scoring, created)

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 
 from embedding_server.http_api.encoding import openai_embeddings_body
-from embedding_server.http_api.errors import ApiError, ModelMismatch
+from embedding_server.http_api.errors import ApiError
 from embedding_server.http_api.json_route import OrjsonRoute
 from embedding_server.http_api.openai_schemas import OpenAIEmbeddingRequest
 from embedding_server.http_api.schemas import ImageBase64Input, ImageUrlInput
@@ -34,10 +34,11 @@ def image_input(reference: str) -> ImageInput:
 
 
 def _with_param(error: ApiError, param: str) -> ApiError:
-    """``error`` naming ``param`` as the field at fault unless it names one already."""
-    if error.param is None:
-        error.param = param
-    return error
+    """A client error naming ``param`` as the field at fault unless it names one already; the
+    error itself is left as it is (the coalescer may have handed it to several requests)."""
+    if error.param is not None or error.status_code >= 500:
+        return error
+    return ApiError(error.status_code, error.detail, param=param, code=error.code)
 
 
 @router.post("/embeddings")
@@ -73,6 +74,5 @@ async def list_models(pipeline: EmbeddingPipeline = Depends(current_pipeline)) -
 
 @router.get("/models/{model:path}")
 async def retrieve_model(model: str, pipeline: EmbeddingPipeline = Depends(current_pipeline)) -> dict[str, Any]:
-    if model not in (pipeline.model.id, pipeline.model.name):
-        raise ModelMismatch(model, pipeline.model.id)
+    pipeline.check_model(model)
     return _model_object(pipeline)

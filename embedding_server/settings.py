@@ -211,8 +211,8 @@ class Settings(BaseSettings):
         if not isinstance(value, str):
             return value
         text = value.strip()
-        keys = _key_file(Path(text)) if text.startswith("/") and "," not in text and Path(text).is_file() else (
-            _comma_separated(text))
+        names_a_file = text.startswith("/") and "," not in text and Path(text).is_file()
+        keys = _key_file(Path(text)) if names_a_file else _comma_separated(text)
         if not keys:
             raise ValueError("is set but holds no key; unset it to serve without API keys")
         return keys

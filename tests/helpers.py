@@ -72,13 +72,15 @@ def in_process_pipeline(model: Any, runner: Any, preparer: Any, settings: Any = 
 
 
 def stored_entry(directory: Path) -> Any:
-    """The ``StoredEntry`` of the store entry in ``directory``, read from its ``model.yaml``."""
-    import yaml
+    """The ``StoredEntry`` of the store entry in ``directory`` (``<store>/<name>/<version>``,
+    as ``tiny_import`` gives it), read through BentoML from that store."""
+    import bentoml
+    from bentoml._internal.models.model import ModelStore
 
     from embedding_server.composition import StoredEntry
 
-    info = yaml.safe_load((directory / "model.yaml").read_text(encoding="utf-8"))
-    return StoredEntry(directory, f"{info['name']}:{info['version']}", info["labels"], info["metadata"])
+    store = ModelStore(str(directory.parents[1]))
+    return StoredEntry.of(bentoml.models.get(f"{directory.parent.name}:{directory.name}", _model_store=store))
 
 
 def pipeline_embed(pipeline: Any, item: dict[str, Any]) -> np.ndarray:

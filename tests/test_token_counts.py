@@ -12,14 +12,13 @@ import json
 import math
 from pathlib import Path
 
-import bentoml
 import open_clip
 import pytest
 import torch
-from bentoml._internal.models.model import ModelStore
 from open_clip.tokenizer import SimpleTokenizer
 from transformers import AutoTokenizer, ChineseCLIPModel
 
+from helpers import stored_entry
 from models.catalogue import find_model
 from runners.backends import openvino_backend
 from runners.backends.cpu_lanes import SlicedRunner
@@ -44,9 +43,8 @@ WORD_100K = "ab" * 50_000  # upstream's CLIP tokenizer takes minutes over this o
 
 
 def store_metadata(directory: Path) -> dict:
-    """The BentoML metadata of the entry at ``directory`` (``<store>/<name>/<version>``)."""
-    store = ModelStore(str(directory.parents[1]))
-    return bentoml.models.get(f"{directory.parent.name}:{directory.name}", _model_store=store).info.metadata
+    """The BentoML metadata of the entry at ``directory``."""
+    return dict(stored_entry(directory).metadata)
 
 
 def simple_tokenizer_counts(tokenizer: SimpleTokenizer, texts: list[str]) -> list[int]:
