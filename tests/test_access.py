@@ -7,6 +7,7 @@ import asyncio
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -18,7 +19,7 @@ from embedding_server.http_api.request_timeout import RequestTimeoutMiddleware
 from embedding_server.routes import current_pipeline
 from embedding_server.settings import Settings, SettingsError, load_settings
 from helpers import TEST_MODEL_ID as MODEL
-from helpers import in_process_pipeline
+from helpers import in_process_pipeline, model_info
 
 KEYS = ("sk-first-key-0123456789", "sk-second-key-9876543210")
 ORIGIN = "https://search.example.com"
@@ -177,6 +178,54 @@ def test_cors_is_off_by_default(api_client):
     response = api_client.options("/embeddings", headers={"Origin": ORIGIN, "Access-Control-Request-Method": "POST"})
     assert "access-control-allow-origin" not in response.headers
     assert "access-control-allow-origin" not in api_client.get("/health", headers={"Origin": ORIGIN}).headers
+
+
+# --- one concurrency limit for every embedding route ---
+
+class GatedEncoder:
+    """An Encoder whose text calls wait until ``gate`` is set."""
+
+    def __init__(self, info) -> None:
+        self.gate, self.entered, self._info = asyncio.Event(), asyncio.Event(), info
+
+    async def encode_text(self, texts: list[str]) -> np.ndarray:
+        self.entered.set()
+        await self.gate.wait()
+        return np.full((len(texts), 4), 0.5, dtype=np.float32)
+
+    async def encode_images(self, pixels: np.ndarray) -> np.ndarray:
+        raise AssertionError("no image is sent here")
+
+    async def count_tokens(self, texts: list[str]) -> np.ndarray:
+        return np.ones(len(texts), dtype=np.int64)
+
+    async def info(self):
+        return self._info
+
+
+def test_the_embedding_routes_share_one_concurrency_limit_and_health_stays_open():
+    from embedding_server.composition import build_pipeline
+    from models.catalogue import find_model
+
+    model = find_model(MODEL)
+    settings = Settings(max_concurrency=1)
+    encoder = GatedEncoder(model_info(model, 4))
+    pipeline = build_pipeline(model, None, encoder, settings)
+    app = build_app(settings)
+    app.dependency_overrides[current_pipeline] = lambda: pipeline
+    rank_body = {"model": MODEL, "query": {"type": "text", "text": "a"}, "candidates": ["b"]}
+
+    async def scenario() -> list[int]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+            held = asyncio.create_task(client.post("/v1/embeddings", json=OPENAI_TEXT))
+            await encoder.entered.wait()  # the one slot is taken
+            refused = [await client.post("/rank", json=rank_body), await client.post("/embeddings", json=TEXT),
+                       await client.post("/v1/embeddings", json=OPENAI_TEXT)]
+            health = await client.get("/health")
+            encoder.gate.set()
+            return [response.status_code for response in refused] + [health.status_code, (await held).status_code]
+
+    assert asyncio.run(scenario()) == [429, 429, 429, 200, 200]
 
 
 # --- middleware refusals in OpenAI's shape on /v1/* ---

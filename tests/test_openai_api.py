@@ -124,6 +124,15 @@ def test_an_image_that_fails_names_its_item(api_client):
     assert error["message"].startswith("input: ")
 
 
+def test_more_images_than_the_cap_are_refused_before_any_is_decoded(api_client, service_module):
+    cap = service_module.settings.max_image_items
+    undecodable = ["data:image/png;base64,AAAA"] * (cap + 1)  # decoding any would fail differently
+    error = openai_error(create(api_client, modality="image", input=undecodable), 400)
+    assert error["message"] == f"too many images: {cap + 1} > {cap} per request"
+    texts = openai_error(create(api_client, input=["a"] * (service_module.settings.max_text_items + 1)), 400)
+    assert texts["message"].startswith("too many texts")
+
+
 def test_a_wrong_model_is_404_model_not_found(api_client):
     error = openai_error(api_client.post("/v1/embeddings", json={"model": "text-embedding-3-small", "input": "a"}),
                          404)

@@ -119,6 +119,10 @@ def test_candidates_share_the_text_limits(api_client, service_module):
     too_many = ["a"] * (service_module.settings.max_text_items + 1)
     response = rank(api_client, {"type": "text", "text": "a"}, too_many)
     assert response.status_code == 422 and "too many texts" in response.json()["detail"]
+    cap = service_module.settings.max_image_items
+    images = [{"type": "image_base64", "image_base64": "AAAA"}] * (cap + 1)  # refused before decoding
+    response = rank(api_client, {"type": "text", "text": "a"}, images)
+    assert response.json() == {"detail": f"Invalid input data: too many images: {cap + 1} > {cap} per request"}
 
 
 # --- SigLIP2: sigmoid with its bias; a text-only model: cosine only ---
