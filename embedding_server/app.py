@@ -27,7 +27,7 @@ from embedding_server.http_api.errors import ApiError, InvalidInput
 from embedding_server.settings import Settings
 from embedding_server.validation_errors import MAX_REPORTED_ERRORS, describe_errors, location
 
-WORK_PATHS = ("/embeddings", "/v1/embeddings", "/rank")  # the routes that embed: concurrency-limited
+WORK_PATHS = ("/embeddings", "/embeddings/frames", "/v1/embeddings", "/rank")  # the routes that embed: concurrency-limited
 OPEN_PATHS = ("/health",)  # answered without an API key
 EXPOSED_HEADERS = ("Retry-After", "WWW-Authenticate")  # what a browser client may read of a refusal
 

@@ -1,8 +1,8 @@
 """From a validated request to vectors: model check, media fetch and decode, encoder calls.
 
 The one path to vectors of every API (the documented ``POST /embeddings``, the
-OpenAI-compatible ``/v1/embeddings``, ``POST /rank``), with one set of limits: each names
-the items of its own request (``text[3]``, ``input[3]``, ``candidates[3]``) through a
+OpenAI-compatible ``/v1/embeddings``, ``POST /rank``, ``POST /embeddings/frames``), with one
+set of limits: each names the items of its own request (``text[3]``, ``input[3]``, ``candidates[3]``) through a
 :data:`NameOf`.
 
 Blocking work (base64 and image decoding, resizing) runs in worker threads so the event
@@ -23,6 +23,7 @@ from embedding_server.http_api.errors import ApiError, InvalidInput, ModelMismat
 from embedding_server.http_api.schemas import (
     VIDEO_INPUTS,
     EmbeddingRequest,
+    FramesRequest,
     ImageBase64Input,
     ImageUrlInput,
     ModelInfo,
@@ -31,7 +32,7 @@ from embedding_server.http_api.schemas import (
 from embedding_server.media.blocking import all_or_error
 from embedding_server.media.images import decode_base64, decode_image
 from embedding_server.media.remote import fetch_url
-from embedding_server.media.video_inputs import NameOf, VideoEmbedder
+from embedding_server.media.video_inputs import FrameVectors, NameOf, VideoEmbedder
 from embedding_server.scoring import COSINE_ONLY, Scoring
 from embedding_server.settings import Settings
 from models.catalogue import CATALOGUE, CatalogueModel
@@ -102,8 +103,7 @@ class EmbeddingPipeline:
 
     async def embed(self, request: EmbeddingRequest) -> Embedding:
         """``POST /embeddings``."""
-        self.check_model(request.model)
-        await self.model_info()
+        await self._ready(request.model)
         item = request.input
         if isinstance(item, TextInput):
             flat = isinstance(item.text, str)
@@ -118,6 +118,17 @@ class EmbeddingPipeline:
         else:  # the request schema admits no other type
             raise InvalidInput(f"unsupported input type {item.type!r}")
         return encode_embedding(vectors, flat=flat, encoding_format=request.encoding_format)
+
+    async def embed_frames(self, request: FramesRequest) -> FrameVectors:
+        """``POST /embeddings/frames``: the vectors ``POST /embeddings`` gives for the same
+        video input, and the frame number and time of each."""
+        await self._ready(request.model)
+        return await self._video.embed_frames(request.input, self._require_images("Video"))
+
+    async def _ready(self, requested: str) -> None:
+        """400 unless ``requested`` is the loaded model; 503 until the Encoder has answered."""
+        self.check_model(requested)
+        await self.model_info()
 
     def check_model(self, requested: str) -> None:
         """400 unless ``requested`` is the loaded model's id or bare name."""

@@ -1,4 +1,5 @@
-"""The documented routes (``spec/api-reference.txt``) and ``POST /rank`` beside them.
+"""The documented routes (``spec/api-reference.txt``), and ``POST /rank`` and
+``POST /embeddings/frames`` beside them.
 
 BentoML's own ``@bentoml.api`` routes are POST-only and answer validation errors with a
 400-shaped body, so the public API is a FastAPI app (:mod:`embedding_server.app`), where GET
@@ -17,10 +18,16 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, Response
 
 from embedding_server import ranking
-from embedding_server.http_api.encoding import embedding_body
+from embedding_server.http_api.encoding import embedding_body, frames_body
 from embedding_server.http_api.errors import MODEL_NOT_HEALTHY, ApiError
 from embedding_server.http_api.json_route import OrjsonRoute
-from embedding_server.http_api.schemas import Capabilities, CurrentModel, EmbeddingRequest, RankRequest
+from embedding_server.http_api.schemas import (
+    Capabilities,
+    CurrentModel,
+    EmbeddingRequest,
+    FramesRequest,
+    RankRequest,
+)
 from embedding_server.pipeline import EmbeddingPipeline
 from models.catalogue import CATALOGUE, IMAGE, TEXT, VIDEO, families
 
@@ -87,6 +94,17 @@ async def embeddings(request: EmbeddingRequest,
                      pipeline: EmbeddingPipeline = Depends(current_pipeline)) -> Response:
     embedding = await answered(pipeline.embed(request))
     return Response(embedding_body(embedding), media_type="application/json")
+
+
+@router.post("/embeddings/frames")
+async def embedding_frames(request: FramesRequest,
+                           pipeline: EmbeddingPipeline = Depends(current_pipeline)) -> Response:
+    """A video input's vectors, as ``/embeddings`` gives them, with each frame's number and
+    time in the video (README, "Frame times")."""
+    found = await answered(pipeline.embed_frames(request))
+    body = frames_body(found.vectors, found.frames, found.timestamps, found.fps,
+                       model=pipeline.model.id, encoding_format=request.encoding_format)
+    return Response(body, media_type="application/json")
 
 
 @router.post("/rank")

@@ -214,18 +214,20 @@ def test_the_embedding_routes_share_one_concurrency_limit_and_health_stays_open(
     app = build_app(settings)
     app.dependency_overrides[current_pipeline] = lambda: pipeline
     rank_body = {"model": MODEL, "query": {"type": "text", "text": "a"}, "candidates": ["b"]}
+    frames_body = {**TEXT, "input": {"type": "video_file", "video_path": "clip.mp4"}}
 
     async def scenario() -> list[int]:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
             held = asyncio.create_task(client.post("/v1/embeddings", json=OPENAI_TEXT))
             await encoder.entered.wait()  # the one slot is taken
             refused = [await client.post("/rank", json=rank_body), await client.post("/embeddings", json=TEXT),
+                       await client.post("/embeddings/frames", json=frames_body),
                        await client.post("/v1/embeddings", json=OPENAI_TEXT)]
             health = await client.get("/health")
             encoder.gate.set()
             return [response.status_code for response in refused] + [health.status_code, (await held).status_code]
 
-    assert asyncio.run(scenario()) == [429, 429, 429, 200, 200]
+    assert asyncio.run(scenario()) == [429, 429, 429, 429, 200, 200]
 
 
 # --- middleware refusals in OpenAI's shape on /v1/* ---

@@ -1,5 +1,5 @@
-"""Property-based fuzzing of the public API (documented, ``/rank`` and OpenAI-compatible
-routes) with schemathesis, in-process.
+"""Property-based fuzzing of the public API (documented, ``/rank``, ``/embeddings/frames`` and
+OpenAI-compatible routes) with schemathesis, in-process.
 
 Schemathesis generates requests from the app's own OpenAPI schema, both valid ones
 (``positive``) and ones that break the schema (``negative``), and each goes through the real
@@ -31,7 +31,7 @@ from schemathesis.generation import GenerationMode
 from helpers import TEST_MODEL_ID
 
 EMBEDDINGS_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "2500"))
-OTHER_EXAMPLES = max(1, EMBEDDINGS_EXAMPLES // 5)  # /v1/embeddings, /rank
+OTHER_EXAMPLES = max(1, EMBEDDINGS_EXAMPLES // 5)  # /v1/embeddings, /rank, /embeddings/frames
 STATUS_EXAMPLES = 25
 STATUS_ROUTES = ("/health", "/models", "/model/current", "/model/capabilities", "/v1/models")
 DESIGNED_5XX = {503, 504}  # overload and time-out answers; anything else 5xx is a bug
@@ -40,7 +40,7 @@ DESIGNED_5XX = {503, 504}  # overload and time-out answers; anything else 5xx is
 def _narrowed_schema(openapi: dict[str, Any]) -> dict[str, Any]:
     """``openapi`` with every request's ``model`` limited to the served model's names."""
     schema = copy.deepcopy(openapi)
-    for name in ("EmbeddingRequest", "OpenAIEmbeddingRequest", "RankRequest"):
+    for name in ("EmbeddingRequest", "OpenAIEmbeddingRequest", "RankRequest", "FramesRequest"):
         request = schema["components"]["schemas"][name]
         request["properties"]["model"] = {"type": "string", "title": "Model",
                                           "enum": [TEST_MODEL_ID, TEST_MODEL_ID.split("/", 1)[1]]}
@@ -115,11 +115,11 @@ def test_embeddings_never_answers_an_undesigned_error(data, fuzz_schema, api_cli
     _assert_designed_answer(_send(api_client, case))
 
 
-@pytest.mark.parametrize("path", ["/v1/embeddings", "/rank"])
+@pytest.mark.parametrize("path", ["/v1/embeddings", "/rank", "/embeddings/frames"])
 @settings(max_examples=OTHER_EXAMPLES, deadline=None, derandomize=True,
           suppress_health_check=list(HealthCheck))
 @given(data=st.data())
-def test_the_openai_route_and_rank_never_answer_an_undesigned_error(data, path, fuzz_schema, api_client):
+def test_the_other_embedding_routes_never_answer_an_undesigned_error(data, path, fuzz_schema, api_client):
     case = data.draw(_requests(fuzz_schema[path]["POST"]), label="request")
     _assert_designed_answer(_send(api_client, case), openai_shape=path.startswith("/v1/"))
 

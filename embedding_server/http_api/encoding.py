@@ -40,3 +40,16 @@ def openai_embeddings_body(vectors: np.ndarray, encoding_format: EncodingFormat,
         "model": model,
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     }, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def frames_body(vectors: np.ndarray, frames: list[int], timestamps: list[float | None],
+                fps: float | None, *, model: str, encoding_format: EncodingFormat) -> bytes:
+    """``POST /embeddings/frames``'s answer: the rows ``POST /embeddings`` gives, and per row
+    its frame number and time in seconds, with the video's frame rate."""
+    return orjson.dumps({
+        "model": model,
+        "embedding": encode_embedding(vectors, flat=False, encoding_format=encoding_format),
+        "frames": frames,
+        "timestamps": timestamps,
+        "fps": fps,
+    }, option=orjson.OPT_SERIALIZE_NUMPY)

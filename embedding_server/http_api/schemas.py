@@ -107,6 +107,17 @@ class EmbeddingRequest(BaseModel):
     encoding_format: Literal["float", "base64"]
 
 
+# --- POST /embeddings/frames (an extension beside the documented API) ---
+
+class FramesRequest(BaseModel):
+    """The body of ``POST /embeddings``, its input one of the video types only: any other
+    type is a 422 that names the video types."""
+
+    model: SafeStr
+    input: Annotated[VideoInput, Field(discriminator="type")]
+    encoding_format: Literal["float", "base64"]
+
+
 # --- POST /rank (an extension beside the documented API) ---
 
 class TextQuery(_InputObject):

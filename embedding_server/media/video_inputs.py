@@ -1,4 +1,5 @@
-"""The five video inputs: from a request to one vector per frame, in order.
+"""The five video inputs: from a request to one vector per frame, in order, and where each
+frame came from (its frame number and time, for ``POST /embeddings/frames``).
 
 Frames stream to the Encoder in chunks of ``image_max_batch_size``: while the Encoder embeds
 one chunk, the video's decoding process (:mod:`.decode_process`) decodes and prepares
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from functools import partial
 from typing import Awaitable, Callable, Sequence, TypeVar
 
@@ -67,6 +69,22 @@ def a_video_frame(_: int) -> str:
     return "a video frame"
 
 
+@dataclass(frozen=True)
+class FrameVectors:
+    """A video input's vectors, one row per embedded frame in output order, and per row the
+    frame it came from: its number and its time in seconds (``None`` where no video tells it)."""
+
+    vectors: np.ndarray  # (frames, D)
+    frames: list[int]
+    timestamps: list[float | None]
+    fps: float | None  # the decoded video's average frame rate; None when no video was decoded whole
+
+
+def frame_times(frames: Sequence[int], fps: float) -> list[float | None]:
+    """When each of ``frames`` comes on screen, in seconds (see :mod:`.frame_selection`)."""
+    return [index / fps for index in frames]
+
+
 class VideoEmbedder:
     """Answers video inputs with the Encoder's ``encode_images`` and the model's preparer."""
 
@@ -78,10 +96,17 @@ class VideoEmbedder:
 
     async def embed(self, item: VideoInput, preparer: ImagePreparer) -> np.ndarray:
         """``(frames, D)`` vectors for ``item``."""
+        return (await self.embed_frames(item, preparer)).vectors
+
+    async def embed_frames(self, item: VideoInput, preparer: ImagePreparer) -> FrameVectors:
+        """The vectors of ``item`` and the frame each came from; for ``video_frames``, a
+        frame's number is its position in the list."""
         settings = self._settings
         if isinstance(item, VideoFramesInput):
-            check_frame_count(len(item.video_frames), settings)
-            return await self.embed_images(item.video_frames, lambda position: f"video_frames[{position}]")
+            count = len(item.video_frames)
+            check_frame_count(count, settings)
+            vectors = await self.embed_images(item.video_frames, lambda position: f"video_frames[{position}]")
+            return FrameVectors(vectors, list(range(count)), [None] * count, None)
         if isinstance(item, FramesBatchInput):
             return await self._manifest(item.frames_manifest_path, preparer)
         check_segment_config(item.segment_config, settings)
@@ -119,7 +144,7 @@ class VideoEmbedder:
         return await self._encode_in_chunks(range(len(images)), chunk, name_of)
 
     async def _video(self, file: OpenedFile, config: SegmentConfig,
-                     preparer: ImagePreparer) -> np.ndarray:
+                     preparer: ImagePreparer) -> FrameVectors:
         settings = self._settings
         async with await DecodingProcess.open(file, preparer, settings) as video:
             info = video.info
@@ -128,12 +153,14 @@ class VideoEmbedder:
             check_pixel_budget(len(order), info.width, info.height, settings)
             video.decode([(index, None) for index in order], settings.image_max_batch_size)
             vectors = await self._encode_in_chunks(order, lambda part: video.take(len(part)), a_video_frame)
-        if order == wanted:
-            return vectors
-        row = {index: position for position, index in enumerate(order)}
-        return vectors[[row[index] for index in wanted]]
+        if order != wanted:  # back to the order asked for, repeats kept
+            row = {index: position for position, index in enumerate(order)}
+            vectors = vectors[[row[index] for index in wanted]]
+        return FrameVectors(vectors, wanted, frame_times(wanted, info.fps), info.fps)
 
-    async def _manifest(self, raw_path: str, preparer: ImagePreparer) -> np.ndarray:
+    async def _manifest(self, raw_path: str, preparer: ImagePreparer) -> FrameVectors:
+        """The entries' vectors in manifest order, with the frame numbers and timestamps the
+        manifest gives them."""
         settings = self._settings
         with await run_blocking(open_local_file, raw_path, settings) as file:
             manifest = await run_blocking(read_manifest, file, settings)
@@ -159,7 +186,9 @@ class VideoEmbedder:
                 frames = iter(await video.take(count)) if video is not None and count else iter(())
                 return np.stack([images[at] if at in images else next(frames) for at in positions])
 
-            return await self._encode_in_chunks(range(len(sources)), pixels, a_video_frame)
+            vectors = await self._encode_in_chunks(range(len(sources)), pixels, a_video_frame)
+        return FrameVectors(vectors, [frame.frame_number for frame in manifest.frames],
+                            [frame.timestamp for frame in manifest.frames], None)
 
     def _start_manifest_video(self, video: DecodingProcess, manifest: FramesManifest,
                               sources: list[str | int], from_video: list[int]) -> None:

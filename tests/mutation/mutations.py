@@ -237,11 +237,19 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         name="frame_indexes_order_lost",
         file="embedding_server/media/video_inputs.py",
-        snippet="        if order == wanted:\n",
-        replacement="        if set(order) == set(wanted):\n",
+        snippet="        if order != wanted:",
+        replacement="        if set(order) != set(wanted):",
         tests=("tests/test_video.py::test_video_file_embeds_the_selected_frames"
                "[indexes-beat-everything-in-their-order]",),
         why="frame_indexes come back in the order given, repeats kept, though decoded sorted and once",
+    ),
+    Mutation(
+        name="frame_times_multiplied_by_the_rate",
+        file="embedding_server/media/video_inputs.py",
+        snippet="return [index / fps for index in frames]",
+        replacement="return [index * fps for index in frames]",
+        tests=("tests/test_frame_times.py::test_decoded_videos_give_the_selected_frames_and_their_times",),
+        why="POST /embeddings/frames gives each frame's time as frame number / fps, when it comes on screen",
     ),
     Mutation(
         name="base64_big_endian",
