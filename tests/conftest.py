@@ -11,6 +11,7 @@ import os
 import shutil
 import tempfile
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable, Iterator
@@ -18,7 +19,7 @@ from typing import Any, Callable, Iterator
 import pytest
 from starlette.testclient import TestClient
 
-from helpers import TEST_MODEL_ID, pipeline_overridden
+from helpers import QWEN_MODEL_ID, SERVED_API_KEY, SERVED_ORIGIN, TEST_MODEL_ID, pipeline_overridden
 
 SESSION_HOME = Path(tempfile.mkdtemp(prefix="embedding-tests-home-"))
 
@@ -127,3 +128,38 @@ def tiny_import() -> Callable[[str], Path]:
         return imported[model_id]
 
     return tiny
+
+
+@dataclass(frozen=True)
+class KeyedServer:
+    """A served tiny CLIP: its URL, its log, and the video root its ``video_file`` inputs name."""
+
+    url: str
+    log: Path
+    video_root: Path
+
+
+@pytest.fixture(scope="session")
+def keyed_server(tiny_entry: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeyedServer]:
+    """``bentoml serve`` of the tiny CLIP with API keys (``SERVED_API_KEY``) and CORS
+    (``SERVED_ORIGIN``) on, started once for the end-to-end tests of the clients."""
+    from serving import served
+
+    directory = tmp_path_factory.mktemp("serve-keyed")
+    video_root = directory / "videos"
+    video_root.mkdir()
+    env = {**os.environ, "EMBEDDING_MODEL_NAME": TEST_MODEL_ID, "EMBEDDING_API_KEYS": SERVED_API_KEY,
+           "EMBEDDING_CORS_ALLOW_ORIGINS": SERVED_ORIGIN, "EMBEDDING_VIDEO_ROOT": str(video_root)}
+    with served(env, directory / "server.log") as (url, _):
+        yield KeyedServer(url, directory / "server.log", video_root)
+
+
+@pytest.fixture(scope="session")
+def qwen_server(tiny_import: Callable[[str], Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``bentoml serve`` of a tiny Qwen3-Embedding entry (text only, Matryoshka dimensions)."""
+    from serving import served
+
+    home = tiny_import(QWEN_MODEL_ID).parents[2]
+    log = tmp_path_factory.mktemp("serve-qwen") / "server.log"
+    with served({**os.environ, "BENTOML_HOME": str(home), "EMBEDDING_MODEL_NAME": QWEN_MODEL_ID}, log) as (url, _):
+        yield url

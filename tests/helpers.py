@@ -12,6 +12,10 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 TEST_MODEL_ID = "CLIP/clip-vit-b-32"  # the tiny random-weight entry of the session's store
+QWEN_MODEL_ID = "QwenText/qwen3-embedding-0.6b"
+# The API key and CORS origin of the session's served tiny CLIP (conftest.keyed_server).
+SERVED_API_KEY = "sk-test-0123456789abcdef"
+SERVED_ORIGIN = "https://app.example.com"
 
 
 def embedding_body(item: dict, model: str = TEST_MODEL_ID, encoding_format: str = "float") -> dict:

@@ -1,5 +1,5 @@
 """Throwaway HTTP servers on 127.0.0.1 for URL inputs: fixed responses, responses held until
-the test lets them go, or any handler."""
+the test lets them go, any handler, and a reverse proxy that refuses its first requests."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Iterator
+
+import httpx
 
 Route = tuple[int, bytes, str]  # status, body, content type
 HOLD_LIMIT_S = 60  # a held response goes out by then even if the test never released it
@@ -85,3 +87,46 @@ def serve_handler(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+@dataclass
+class RefusingProxy:
+    """What :func:`serve_refusing_proxy` yields: its URL, and each request's method and path
+    as it arrived (refused or relayed)."""
+
+    url: str
+    seen: list[tuple[str, str]]
+
+
+@contextmanager
+def serve_refusing_proxy(target: str, refusals: list[int], retry_after: str = "0") -> Iterator[RefusingProxy]:
+    """A reverse proxy to ``target`` that answers its first POSTs with the ``refusals``
+    statuses in turn (``Retry-After`` and a ``detail`` each), then relays every request."""
+    left = list(refusals)
+    seen: list[tuple[str, str]] = []
+    lock = threading.Lock()
+
+    class Handler(_QuietHandler):
+        def _relay(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            with lock:
+                seen.append((self.command, self.path))
+                status = left.pop(0) if left and self.command == "POST" else None
+            if status is not None:
+                detail = f'{{"detail": "refused with {status} on purpose"}}'.encode()
+                self.send_response(status)
+                self.send_header("Retry-After", retry_after)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(detail)))
+                self.end_headers()
+                self.wfile.write(detail)
+                return
+            headers = {key: value for key, value in self.headers.items()
+                       if key.lower() not in ("host", "content-length", "connection")}
+            answer = httpx.request(self.command, f"{target}{self.path}", headers=headers, content=body, timeout=120)
+            _respond(self, (answer.status_code, answer.content, answer.headers.get("Content-Type", "")))
+
+        do_GET = do_POST = _relay  # noqa: N815 (http.server's naming)
+
+    with serve_handler(Handler) as url:
+        yield RefusingProxy(url, seen)

@@ -4,38 +4,33 @@ and CORS on: the official ``openai`` SDK, LangChain's ``OpenAIEmbeddings`` and L
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import numpy as np
 import openai
 import pytest
 
+from helpers import QWEN_MODEL_ID, SERVED_API_KEY, SERVED_ORIGIN
 from helpers import TEST_MODEL_ID as MODEL
 from helpers import embedding_body
 from samples import b64, encoded, random_image, unit_cosines
-from serving import served
 
 pytestmark = pytest.mark.e2e
-KEY = "sk-test-0123456789abcdef"
-ORIGIN = "https://app.example.com"
+KEY = SERVED_API_KEY
+ORIGIN = SERVED_ORIGIN
 TEXTS = ["a photo of a cat", "a diagram of a suspension bridge", "fresh bread"]
-QWEN = "QwenText/qwen3-embedding-0.6b"
+QWEN = QWEN_MODEL_ID
 
 
 @pytest.fixture(scope="module")
-def server_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("serve-openai") / "server.log"
+def server(keyed_server) -> str:
+    return keyed_server.url
 
 
 @pytest.fixture(scope="module")
-def server(tiny_entry: Path, server_log: Path) -> Iterator[str]:
-    env = {**os.environ, "EMBEDDING_MODEL_NAME": MODEL, "EMBEDDING_API_KEYS": KEY,
-           "EMBEDDING_CORS_ALLOW_ORIGINS": ORIGIN}
-    with served(env, server_log) as (url, _):
-        yield url
+def server_log(keyed_server) -> Path:
+    return keyed_server.log
 
 
 @pytest.fixture(scope="module")
@@ -127,14 +122,6 @@ def test_keys_and_cors_on_the_served_api(server, server_log):
 
 
 # --- nested dimensions through the SDK, on a tiny Qwen3-Embedding entry ---
-
-@pytest.fixture(scope="module")
-def qwen_server(tiny_import, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    home = tiny_import(QWEN).parents[2]
-    log = tmp_path_factory.mktemp("serve-qwen") / "server.log"
-    with served({**os.environ, "BENTOML_HOME": str(home), "EMBEDDING_MODEL_NAME": QWEN}, log) as (url, _):
-        yield url
-
 
 def test_the_sdk_asks_a_matryoshka_model_for_fewer_dimensions(qwen_server):
     client = openai.OpenAI(base_url=f"{qwen_server}/v1", api_key="unused", max_retries=0)
