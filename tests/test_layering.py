@@ -136,3 +136,16 @@ def test_every_production_module_is_in_a_room_and_named_in_the_readme():
         if path.name != "__init__.py":
             by_folder = f"{relative.parent.as_posix()}/" in readme and f"`{path.name}`" in readme
             assert f"`{relative.as_posix()}`" in readme or by_folder, relative
+
+
+def client_modules() -> list[Path]:
+    return sorted((REPO / "client" / "embedding_client").glob("*.py"))
+
+
+@pytest.mark.parametrize("path", client_modules(), ids=lambda path: path.name)
+def test_the_client_stands_alone(path: Path):
+    """The client is installed on users' machines without the server: it imports none of the
+    server's packages, and is named in the README."""
+    assert imports(path) == [], f"client/{path.name} imports the server's {imports(path)}"
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert path.name == "__init__.py" or f"`{path.name}`" in readme, path.name
