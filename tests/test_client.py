@@ -226,3 +226,45 @@ def required_distributions(name: str, extras: set[str]) -> set[str]:
                 seen.add(key)
                 pending.append((key, set(requirement.extras)))
     return seen
+
+
+def test_ctrl_c_during_a_bulk_job_sends_nothing_more_and_does_not_wait(api_client, relay):
+    """The interrupt reaches the caller while requests are in flight; no queued batch is
+    sent afterwards."""
+    import _thread
+    import threading
+
+    release = threading.Event()
+
+    def interrupted(request: httpx.Request) -> httpx.Response | None:
+        if len(relay.requests) == 1:
+            _thread.interrupt_main()
+        release.wait(30)  # held until the test has seen the interrupt
+        return None
+
+    relay.canned = interrupted
+    with sync_client(relay, model=MODEL, batch_size=1, max_concurrency=2) as client:
+        with pytest.raises(KeyboardInterrupt):
+            client.embed_texts(TEXTS)
+        release.set()
+    assert len(relay.requests) <= 2
+
+
+def test_a_lone_image_of_any_kind_is_one_image(api_client, relay, tmp_path):
+    data = encoded(random_image())
+    path = tmp_path / "one.png"
+    path.write_bytes(data)
+    with sync_client(relay) as client:
+        for item in (path, data, random_image()):
+            np.testing.assert_allclose(client.embed_images(item).vectors, direct_image(api_client, data)[None],
+                                       atol=1e-6)
+
+
+def test_retry_after_as_an_http_date_without_a_zone_is_utc():
+    from email.utils import format_datetime
+    from datetime import datetime, timedelta, timezone
+
+    when = format_datetime(datetime.now(timezone.utc) + timedelta(seconds=30), usegmt=False)
+    naive = when.rsplit(" ", 1)[0] + " -0000"
+    seconds = ec.errors.retry_after_s(httpx.Response(503, headers={"Retry-After": naive}))
+    assert 20 < seconds <= 30

@@ -9,6 +9,7 @@ typed exceptions of :mod:`embedding_client.errors` with the server's ``detail``.
 from __future__ import annotations
 
 import asyncio
+import json
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Sequence, TypeVar
@@ -53,6 +54,15 @@ class ClientOptions:
         limits = httpx.Limits(max_connections=self.max_concurrency, max_keepalive_connections=self.max_concurrency)
         return {"base_url": self.base_url.rstrip("/"), "headers": headers, "timeout": self.timeout_s,
                 "limits": limits}
+
+
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+def _encoded(call: Call) -> bytes:
+    """The call's body as JSON bytes, made once (retries resend the same bytes) and off the
+    event loop in the async client: base64 media make it megabytes."""
+    return json.dumps(call.body(), separators=(",", ":")).encode()
 
 
 def _answer(response: httpx.Response) -> Any:
@@ -125,6 +135,8 @@ class Client(_Methods):
 
     def rank(self, query: str | ImageLike, candidates: Sequence[str | ImageLike], *, top_k: int | None = None,
              instruction: str | None = None) -> Ranking:
+        """A string, as query or candidate, is a text (a file name too); images are paths as
+        ``Path``, bytes, PIL images, or ``ImageUrl(url)``."""
         return self._execute(plans.rank(self.model(), query, candidates, top_k, instruction), False)
 
     def _get(self, path: str) -> Any:
@@ -133,28 +145,32 @@ class Client(_Methods):
                 return _answer(self._http.get(path))
 
     def _send(self, call: Call) -> Any:
-        body = call.body()
+        body = _encoded(call)
         for attempt in Retrying(**self.options.retry.tenacity_arguments()):
             with attempt:
-                return call.parse(_answer(self._http.post(call.path, json=body)))
+                return call.parse(_answer(self._http.post(call.path, content=body, headers=JSON_HEADERS)))
 
     def _execute(self, plan: Plan[Any, R], progress: bool | None) -> R:
         if len(plan.calls) <= 1:
             return plan.combine([self._send(call) for call in plan.calls])
-        with _progress(plan, self.options, progress) as bar, \
-                ThreadPoolExecutor(self.options.max_concurrency, thread_name_prefix="embedding-client") as pool:
+        with _progress(plan, self.options, progress) as bar:
             def sent(call: Call) -> Any:
                 answer = self._send(call)
                 bar.update(call.items)
                 return answer
 
-            futures = [pool.submit(sent, call) for call in plan.calls]
-            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-            failed = next((future for future in done if future.exception() is not None), None)
-            if failed is not None:
-                pool.shutdown(wait=True, cancel_futures=True)
-                raise failed.exception()
-            return plan.combine([future.result() for future in futures])
+            pool = ThreadPoolExecutor(self.options.max_concurrency, thread_name_prefix="embedding-client")
+            try:
+                futures = [pool.submit(sent, call) for call in plan.calls]
+                done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+                failed = next((future for future in done if future.exception() is not None), None)
+                if failed is not None:
+                    raise failed.exception()
+                return plan.combine([future.result() for future in futures])
+            finally:
+                # On a refusal or Ctrl-C: nothing more is sent, and requests in flight end on
+                # their own without holding the caller.
+                pool.shutdown(wait=False, cancel_futures=True)
 
 
 class AsyncClient(_Methods):
@@ -203,10 +219,10 @@ class AsyncClient(_Methods):
                 return _answer(await self._http.get(path))
 
     async def _send(self, call: Call) -> Any:
-        body = await asyncio.to_thread(call.body)  # reads and encodes files: not on the loop
+        body = await asyncio.to_thread(_encoded, call)  # reads and encodes files: not on the loop
         async for attempt in AsyncRetrying(**self.options.retry.tenacity_arguments()):
             with attempt:
-                return call.parse(_answer(await self._http.post(call.path, json=body)))
+                return call.parse(_answer(await self._http.post(call.path, content=body, headers=JSON_HEADERS)))
 
     async def _execute(self, plan: Plan[Any, R], progress: bool | None) -> R:
         if len(plan.calls) <= 1:

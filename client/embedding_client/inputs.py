@@ -36,7 +36,7 @@ ImageLike = Union[str, os.PathLike, bytes, ImageUrl, Any]  # Any: a PIL image
 VideoLike = Union[str, os.PathLike, bytes, ServerPath, Sequence[ImageLike]]
 
 
-def _is_pil_image(value: Any) -> bool:
+def is_pil_image(value: Any) -> bool:
     return type(value).__module__.startswith("PIL.") and hasattr(value, "save")
 
 
@@ -61,7 +61,7 @@ def image_reference(image: ImageLike) -> tuple[str, str]:
         return "base64", _b64(Path(image).read_bytes())
     if isinstance(image, (bytes, bytearray, memoryview)):
         return "base64", _b64(bytes(image))
-    if _is_pil_image(image):
+    if is_pil_image(image):
         return "base64", _b64(_pil_bytes(image))
     raise TypeError(f"not an image: {type(image).__name__} (a path, bytes, a PIL image or a URL)")
 

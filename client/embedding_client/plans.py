@@ -8,12 +8,13 @@ million files holds only the bodies in flight.
 from __future__ import annotations
 
 import base64
+import os
 from dataclasses import dataclass
 from typing import Any, Callable, Generic, Sequence, TypeVar
 
 import numpy as np
 
-from embedding_client.inputs import ImageLike, VideoLike, image_input, image_uri, video_input
+from embedding_client.inputs import ImageLike, ImageUrl, VideoLike, image_input, image_uri, is_pil_image, video_input
 from embedding_client.results import Embeddings, RankedCandidate, Ranking, VideoEmbeddings
 
 P = TypeVar("P")
@@ -62,13 +63,12 @@ def _stacked(model: str) -> Callable[[list[np.ndarray]], Embeddings]:
     return combine
 
 
-def _as_list(items: Sequence[Any] | str) -> Sequence[Any]:
-    """A lone string is one item, not a sequence of characters."""
-    if isinstance(items, (str, bytes)):
+def _as_list(items: Any) -> Sequence[Any]:
+    """A lone item (a string, which is not a sequence of characters here, bytes, a path, a PIL
+    image, an ``ImageUrl``) is a list of one; any other iterable becomes a list."""
+    if isinstance(items, (str, bytes, bytearray, os.PathLike, ImageUrl)) or is_pil_image(items):
         return [items]
-    if not isinstance(items, Sequence):
-        items = list(items)
-    return items
+    return items if isinstance(items, Sequence) else list(items)
 
 
 def texts(model: str, items: Sequence[str] | str, batch_size: int, instruction: str | None) -> Plan:
