@@ -80,6 +80,8 @@ def test_embed_a_video_prints_json_with_frame_times(connections, capsys, tmp_pat
     pytest.param(["search", "a cat", "--image", "b.png"], id="text-and-image-query"),
     pytest.param(["search"], id="no-query"),
     pytest.param(["search", "a cat", "--top-k", "0"], id="top-k-zero"),
+    pytest.param(["index", "folder", "--fps", "0"], id="index-fps-zero"),
+    pytest.param(["index", "folder", "--max-upload-mib", "lots"], id="upload-limit-not-a-number"),
     pytest.param(["frobnicate"], id="unknown-command"),
 ])
 def test_bad_arguments_exit_2_without_a_request(connections, arguments, capsys):
@@ -101,12 +103,12 @@ def test_the_server_and_key_come_from_the_environment_or_the_options(connections
 
 def test_index_then_search(connections, capsys, tmp_path):
     root, db = make_library(tmp_path / "library"), tmp_path / "index"
-    assert cli.main(["index", str(root), "--db", str(db), "--quiet"]) == 0
+    assert cli.main(["index", str(root), "--db", str(db), "--quiet"]) == 3  # done, but a file failed
     captured = capsys.readouterr()
     assert captured.out.strip() == "indexed 7, skipped 0 (unchanged), failed 1"
     assert "failed: " + absolute(root, "photos/broken.jpg") + ": 400: " in captured.err
 
-    assert cli.main(["index", str(root), "--db", str(db), "--quiet", "--prune"]) == 0
+    assert cli.main(["index", str(root), "--db", str(db), "--quiet", "--prune"]) == 3
     assert capsys.readouterr().out.strip() == "indexed 0, skipped 7 (unchanged), failed 1, pruned 0"
 
     assert cli.main(["search", "--image", str(root / IMAGES[1]), "--db", str(db), "--top-k", "3"]) == 0
@@ -158,3 +160,54 @@ def test_a_missing_index_or_folder_exits_2(connections, capsys, tmp_path):
     assert cli.main(["search", "a cat", "--db", str(tmp_path / "none")]) == 2
     assert cli.main(["index", str(tmp_path / "none"), "--db", str(tmp_path / "index")]) == 2
     assert "no index at" in capsys.readouterr().err
+
+
+def test_a_path_that_cannot_be_read_exits_2(connections, capsys, tmp_path):
+    assert cli.main(["embed", "--image", str(tmp_path)]) == 2  # a directory
+    assert cli.main(["embed", "--image", str(tmp_path / "missing.png"), "--out", str(tmp_path / "x.npy")]) == 2
+    errors = capsys.readouterr().err.splitlines()
+    assert [line.split(":")[0] for line in errors] == ["error", "error"]
+    assert "Is a directory" in errors[0] and "No such file" in errors[1]
+
+
+@pytest.mark.parametrize("command, message", [("embed", "interrupted"),
+                                              ("index", "interrupted; files indexed so far are kept")])
+def test_ctrl_c_exits_130_with_a_line_not_a_traceback(connections, capsys, monkeypatch, tmp_path, command, message):
+    def interrupted(*_: object, **__: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(SessionClient, "embed_texts", interrupted)
+    monkeypatch.setattr(SessionClient, "embed_images", interrupted)
+    root = tmp_path / "library"
+    root.mkdir()
+    (root / "one.png").write_bytes(encoded(random_image()))
+    arguments = {"embed": ["embed", "--text", "a"],
+                 "index": ["index", str(root), "--db", str(tmp_path / "index"), "--quiet"]}[command]
+    assert cli.main(arguments) == 130
+    assert capsys.readouterr().err.strip() == message
+
+
+def test_index_passes_the_video_options(connections, monkeypatch, tmp_path):
+    from embedding_client import indexing, video_requests
+
+    given: list[dict] = []
+
+    def index_folder(client: Client, root: str, db: str, **options: object) -> indexing.IndexSummary:
+        given.append(options)
+        return indexing.IndexSummary()
+
+    monkeypatch.setattr(indexing, "index_folder", index_folder)
+    assert cli.main(["index", str(tmp_path), "--quiet"]) == 0
+    assert cli.main(["index", str(tmp_path), "--quiet", "--server-dir", "/srv/media", "--max-upload-mib", "1.5"]) == 0
+    assert [(options["server_dir"], options["max_upload_bytes"]) for options in given] == [
+        (None, video_requests.MAX_UPLOAD_BYTES), ("/srv/media", 3 << 19)]
+
+
+def test_a_video_too_large_to_upload_is_reported_and_exits_3(connections, capsys, tmp_path):
+    root = tmp_path / "videos"
+    root.mkdir()
+    index_video(root / "clip.mp4", frames=20, fps=10)
+    assert cli.main(["index", str(root), "--db", str(tmp_path / "index"), "--quiet", "--max-upload-mib", "0.001"]) == 3
+    captured = capsys.readouterr()
+    assert captured.out.strip() == "indexed 0, skipped 0 (unchanged), failed 1"
+    assert "too large to send" in captured.err and "--server-dir" in captured.err

@@ -10,26 +10,36 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import json
+import math
+import os
+import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import av
+import httpx
 import lancedb
 import numpy as np
 import pytest
 from PIL import Image
 
-from embedding_client import Client
-from embedding_client.errors import EmbeddingServerError
-from embedding_client.folder import media_files
+from client_transports import Canned, Relay
+from embedding_client import Client, RetryPolicy, video_requests
+from embedding_client.errors import (AuthenticationError, BadRequestError, EmbeddingServerError, NotFoundError,
+                                     RateLimitError, ServerError)
+from embedding_client.folder import content_hash, media_files
 from embedding_client.html_page import results_page
 from embedding_client.index_errors import ModelMismatchError, NoIndexError, StoreError
 from embedding_client.indexing import batches, index_folder
 from embedding_client.search import Match, search
 from embedding_client.thumbnails import thumbnail_uri
-from samples import distinct_images, encoded, solid_image
-from video_samples import index_frame, read_index, write_video
+from embedding_client.video_requests import Probe
+from samples import distinct_images, encoded, random_image, solid_image
+from test_frame_times import served_pipeline
+from video_samples import audio_only, index_frame, index_video, read_index, write_video
 
 VIDEO_FPS = 10
 CLIPS = {"videos/one.mp4": (30, 0), "videos/two/second.mov": (40, 100)}  # path: (frames, first index)
@@ -87,6 +97,18 @@ def absolute(root: Path, name: str) -> str:
     return str((root / name).resolve())
 
 
+def relayed(relay: Relay, **options: Any) -> Client:
+    """A client whose requests go through ``relay``, sent once each (no retries)."""
+    return Client("http://testserver", http=httpx.Client(transport=relay, base_url="http://testserver"),
+                  retry=RetryPolicy(attempts=1), **options)
+
+
+def posts(relay: Relay, path: str) -> list[dict]:
+    """The bodies of the POSTs to ``path`` that ``relay`` saw."""
+    return [json.loads(request.content) for request in relay.requests
+            if request.method == "POST" and request.url.path == path]
+
+
 def test_every_media_file_is_indexed_once(client, indexed):
     found = rows(indexed.db)
     assert set(found) == {absolute(indexed.root, name) for name in IMAGES + [ESCAPED_NAME, *CLIPS]}
@@ -114,12 +136,78 @@ def test_a_file_the_server_refuses_is_reported_with_its_detail(client, indexed):
     assert absolute(indexed.root, CORRUPT) not in rows(indexed.db)
 
 
-def test_a_second_run_indexes_nothing_new(client, library):
+@pytest.fixture
+def hashed(monkeypatch) -> list[str]:
+    """The paths the indexer hashes, in order."""
+    from embedding_client import indexing
+
+    seen: list[str] = []
+
+    def counted(path: Path) -> str:
+        seen.append(str(path))
+        return content_hash(path)
+
+    monkeypatch.setattr(indexing, "content_hash", counted)
+    return seen
+
+
+def test_a_second_run_indexes_nothing_new_and_reads_no_indexed_file(client, library, hashed):
     index_folder(client, library.root, library.db)
     before = rows(library.db)
+    hashed.clear()
     again = index_folder(client, library.root, library.db)
     assert (again.indexed, again.unchanged, len(again.failed)) == (0, 7, 1)  # the corrupt file is tried again
+    assert hashed == [absolute(library.root, CORRUPT)]  # the others: same size and time as indexed
     assert rows(library.db) == before
+
+
+def test_a_touched_but_unchanged_file_is_hashed_not_embedded(api_client, tmp_path, hashed):
+    root, db = tmp_path / "library", tmp_path / "index"
+    root.mkdir()
+    image = root / "a.png"
+    image.write_bytes(encoded(random_image()))
+    relay = Relay(api_client)
+    index_folder(relayed(relay), root, db)
+    before = rows(db)
+    status = image.stat()
+    os.utime(image, ns=(status.st_atime_ns, status.st_mtime_ns + 10**9))
+    hashed.clear()
+    relay.requests.clear()
+    summary = index_folder(relayed(relay), root, db)
+    assert (summary.indexed, summary.unchanged) == (0, 1)
+    assert hashed == [str(image)] and posts(relay, "/v1/embeddings") == []
+    assert rows(db) == before  # rows left as they were, old time included: the next run hashes it again
+
+
+def test_an_index_of_one_file_takes_its_changes_and_a_return_after_a_prune(client, tmp_path):
+    """A table whose rows were all deleted is still the table (it once broke every later run)."""
+    root, db = tmp_path / "library", tmp_path / "index"
+    root.mkdir()
+    image = root / "only.png"
+    solid_image((10, 20, 30)).save(image)
+    index_folder(client, root, db)
+    solid_image((200, 0, 0), width=300).save(image)
+    assert index_folder(client, root, db).indexed == 1
+    [row] = rows(db)[absolute(root, "only.png")]
+    assert row["content_hash"] == hashlib.sha256(image.read_bytes()).hexdigest()
+    image.unlink()
+    assert index_folder(client, root, db, prune=True).pruned == 1
+    assert rows(db) == {}
+    solid_image((0, 0, 200)).save(image)
+    assert index_folder(client, root, db).indexed == 1
+    assert set(rows(db)) == {absolute(root, "only.png")}
+
+
+def test_an_index_without_modification_times_is_refused_clearly(client, tmp_path):
+    root, db = tmp_path / "library", tmp_path / "index"
+    root.mkdir()
+    solid_image((1, 2, 3)).save(root / "a.png")
+    index_folder(client, root, db)
+    connection = lancedb.connect(str(db))
+    older = connection.open_table("frames").to_arrow().drop_columns(["mtime_ns"])
+    connection.create_table("frames", older, mode="overwrite")
+    with pytest.raises(StoreError, match="older embedding-client .* no mtime_ns"):
+        index_folder(client, root, db)
 
 
 def test_a_changed_image_is_indexed_again(client, library):
@@ -276,3 +364,206 @@ def test_the_html_page_is_self_contained(client, indexed):
     assert "<b>&" not in page_text and "&lt;b&gt;&amp;&quot;q&#x27;" in page_text
     assert [link.startswith("file://") for link in page.links] == [True] * len(matches + [gone])
     assert any(link.endswith("#t=1.000") for link in page.links)
+
+
+# --- which errors stop a run ----------------------------------------------------------------
+
+TIMEOUT = "time-out"
+MISMATCH = "Model mismatch: requested model 'CLIP/other' does not match the currently loaded model"
+
+
+def refusing(path: str, answer: int | str, *, images: int | None = None, detail: str | None = None) -> Canned:
+    """Answers each POST to ``path`` (of ``images`` images, when given) with the status ``answer``
+    and ``detail``, or times it out (``TIMEOUT``); lets the others through."""
+    def canned(request: httpx.Request) -> httpx.Response | None:
+        if request.url.path != path or images not in (None, len(json.loads(request.content)["input"])):
+            return None
+        if answer == TIMEOUT:
+            raise httpx.ReadTimeout("timed out on purpose", request=request)
+        return httpx.Response(answer, json={"detail": detail or f"refused with {answer} on purpose"})
+
+    return canned
+
+
+def either(*canned: Canned) -> Canned:
+    """The first answer of ``canned`` that is not ``None``."""
+    return lambda request: next((answer for each in canned if (answer := each(request)) is not None), None)
+
+
+@pytest.fixture
+def one_each(tmp_path) -> SimpleNamespace:
+    """A folder of one image and one short video."""
+    root = tmp_path / "library"
+    root.mkdir()
+    (root / "a.png").write_bytes(encoded(random_image()))
+    index_video(root / "clip.mp4", frames=20, fps=10)
+    return SimpleNamespace(root=root, db=tmp_path / "index")
+
+
+@pytest.fixture
+def two_images(tmp_path) -> SimpleNamespace:
+    root = tmp_path / "library"
+    root.mkdir()
+    for seed in range(2):
+        (root / f"{seed}.png").write_bytes(encoded(random_image(seed=seed)))
+    return SimpleNamespace(root=root, db=tmp_path / "index")
+
+
+@pytest.mark.parametrize("answer", [400, 413, 422, 500, TIMEOUT])
+@pytest.mark.parametrize("path, failing, kept", [("/v1/embeddings", "a.png", "clip.mp4"),
+                                                 ("/embeddings/frames", "clip.mp4", "a.png")])
+def test_a_file_s_own_error_fails_that_file_and_the_run_goes_on(api_client, one_each, answer, path, failing, kept):
+    summary = index_folder(relayed(Relay(api_client, refusing(path, answer))), one_each.root, one_each.db)
+    [failure] = summary.failed
+    assert failure.path == absolute(one_each.root, failing)
+    assert ("timed out" if answer == TIMEOUT else f"{answer}: refused") in failure.detail
+    assert summary.indexed == 1 and set(rows(one_each.db)) == {absolute(one_each.root, kept)}
+
+
+@pytest.mark.parametrize("path", ["/v1/embeddings", "/embeddings/frames"])
+@pytest.mark.parametrize("status, detail, error", [
+    pytest.param(429, None, RateLimitError, id="rate-limit"),
+    pytest.param(401, None, AuthenticationError, id="api-key"),
+    pytest.param(404, None, NotFoundError, id="model-not-found"),
+    pytest.param(400, MISMATCH, BadRequestError, id="model-mismatch"),
+])
+def test_a_server_state_error_stops_the_run(api_client, one_each, path, status, detail, error):
+    client = relayed(Relay(api_client, refusing(path, status, detail=detail)))
+    with pytest.raises(error):
+        index_folder(client, one_each.root, one_each.db)
+    assert "frames" not in lancedb.connect(str(one_each.db)).list_tables().tables  # nothing committed
+
+
+@pytest.mark.parametrize("answer, error", [(500, ServerError), (TIMEOUT, httpx.TimeoutException)])
+def test_a_500_or_a_time_out_of_a_batch_stops_the_run(api_client, two_images, answer, error):
+    client = relayed(Relay(api_client, refusing("/v1/embeddings", answer, images=2)))
+    with pytest.raises(error):
+        index_folder(client, two_images.root, two_images.db)
+
+
+def test_a_server_state_error_while_images_are_sent_alone_stops_the_run(api_client, two_images):
+    relay = Relay(api_client, either(refusing("/v1/embeddings", 400, images=2),
+                                     refusing("/v1/embeddings", 429, images=1)))
+    with pytest.raises(RateLimitError):
+        index_folder(relayed(relay), two_images.root, two_images.db)
+    assert [len(body["input"]) for body in posts(relay, "/v1/embeddings")] == [2, 1]
+
+
+def test_the_servers_answers_to_another_model_stop_the_run(api_client, one_each):
+    other = Client("http://testserver", http=api_client, model="CLIP/other")
+    with pytest.raises(NotFoundError, match=MISMATCH):  # /v1/embeddings (images go first) answers 404
+        index_folder(other, one_each.root, one_each.db)
+    (one_each.root / "a.png").unlink()
+    with pytest.raises(BadRequestError, match=MISMATCH):  # /embeddings/frames answers 400
+        index_folder(other, one_each.root, one_each.db)
+
+
+# --- how videos are sent --------------------------------------------------------------------
+
+@pytest.mark.parametrize("fps, frames_per_request, requests", [
+    pytest.param(10, 20, 3, id="the-video-s-rate"),
+    pytest.param(30, 20, 3, id="above-the-video-s-rate"),
+    pytest.param(1, 2, 3, id="below-the-video-s-rate"),
+    pytest.param(4, 7, 4, id="segments-between-frames"),
+])
+def test_a_long_video_is_asked_for_in_segments_that_join_into_one_answer(api_client, client, tmp_path, fps,
+                                                                          frames_per_request, requests):
+    root, db = tmp_path / "videos", tmp_path / "index"
+    root.mkdir()
+    video = index_video(root / "long.mp4", frames=60, fps=10)  # 6 s
+    relay = Relay(api_client)
+    index_folder(relayed(relay), root, db, fps=fps, frames_per_request=frames_per_request)
+    configs = [body["input"]["segment_config"] for body in posts(relay, "/embeddings/frames")]
+    length = frames_per_request / min(fps, 10)
+    assert [config["startOffsetSec"] for config in configs] == pytest.approx([k * length for k in range(requests)])
+    assert {config["clip_duration"] for config in configs} == {length}
+    whole = client.embed_video(video, extraction_fps=fps)
+    found = rows(db)[absolute(root, "long.mp4")]
+    assert [row["frame"] for row in found] == whole.frames
+    assert [row["timestamp"] for row in found] == pytest.approx(whole.timestamps)
+    np.testing.assert_allclose([row["vector"] for row in found], whole.vectors, atol=2e-6)
+    if fps >= 10:
+        assert whole.frames == list(range(60))
+
+
+@pytest.mark.parametrize("duration_s", [7.0, None], ids=["declared-too-long", "not-declared"])
+def test_segments_stop_where_the_server_says_the_video_ends(api_client, client, tmp_path, monkeypatch, duration_s):
+    root, db = tmp_path / "videos", tmp_path / "index"
+    root.mkdir()
+    video = index_video(root / "long.mp4", frames=60, fps=10)
+    monkeypatch.setattr(video_requests, "probe", lambda _: Probe(duration_s, 10.0))
+    relay = Relay(api_client)
+    summary = index_folder(relayed(relay), root, db, fps=10, frames_per_request=20)
+    assert (summary.indexed, summary.failed) == (1, [])
+    assert len(posts(relay, "/embeddings/frames")) == 4  # the 4th starts at 6 s: 422, "segment starts at"
+    assert [row["frame"] for row in rows(db)[absolute(root, "long.mp4")]] == list(range(60))
+    assert client.embed_video(video, extraction_fps=10).frames == list(range(60))
+
+
+@pytest.fixture
+def server_video_root(service_module, use_pipeline, tmp_path) -> Path:
+    """A directory the in-process app reads ``video_file`` paths under, until the test ends."""
+    from embedding_server.settings import Settings
+
+    root = tmp_path / "server-view"
+    root.mkdir()
+    preparer = service_module.MODEL.adapter.load_image_preparer(Path(service_module.ENTRY.path))
+    use_pipeline(served_pipeline(service_module.MODEL, preparer, Settings(video_root=root)))
+    return root
+
+
+def test_with_server_dir_a_video_is_named_where_the_server_sees_it(api_client, client, server_video_root, tmp_path):
+    root, db = tmp_path / "library", tmp_path / "index"
+    (root / "sub").mkdir(parents=True)
+    video = index_video(root / "sub" / "clip.mp4", frames=30, fps=10)
+    shutil.copytree(root, server_video_root, dirs_exist_ok=True)  # the server's view of the same folder
+    relay = Relay(api_client)
+    summary = index_folder(relayed(relay), root, db, server_dir=str(server_video_root), max_upload_bytes=1)
+    [body] = posts(relay, "/embeddings/frames")
+    named = (body["input"]["type"], body["input"]["video_path"])
+    assert named == ("video_file", str(server_video_root / "sub" / "clip.mp4"))
+    assert (summary.indexed, summary.failed) == (1, [])  # no upload, so no upload limit
+    found = rows(db)[absolute(root, "sub/clip.mp4")]
+    expected = client.embed_video(video, extraction_fps=1)
+    assert [row["frame"] for row in found] == expected.frames == [0, 10, 20]
+    np.testing.assert_allclose([row["vector"] for row in found], expected.vectors, atol=2e-6)
+
+
+def test_a_video_too_large_to_upload_fails_unread(api_client, one_each):
+    video = one_each.root / "clip.mp4"
+    relay = Relay(api_client)
+    summary = index_folder(relayed(relay), one_each.root, one_each.db, max_upload_bytes=video.stat().st_size)
+    [failure] = summary.failed
+    assert failure.path == absolute(one_each.root, "clip.mp4")
+    assert "too large to send" in failure.detail and "--server-dir" in failure.detail
+    assert posts(relay, "/embeddings/frames") == [] and summary.indexed == 1
+    limit = math.ceil(video.stat().st_size * 4 / 3)  # its base64 just fits
+    assert index_folder(relayed(relay), one_each.root, one_each.db, max_upload_bytes=limit).indexed == 1
+
+
+def test_a_video_pyav_cannot_open_fails_without_a_request(api_client, tmp_path):
+    root = tmp_path / "videos"
+    root.mkdir()
+    (root / "garbage.mp4").write_bytes(b"not a video at all")
+    audio_only(root / "sound.mp4")
+    relay = Relay(api_client)
+    summary = index_folder(relayed(relay), root, tmp_path / "index")
+    details = {Path(failure.path).name: failure.detail for failure in summary.failed}
+    assert details.keys() == {"garbage.mp4", "sound.mp4"}
+    assert details["garbage.mp4"].startswith("not a video PyAV can open")
+    assert details["sound.mp4"] == "no video stream"
+    assert posts(relay, "/embeddings/frames") == []
+
+
+def test_a_file_that_no_longer_decodes_gets_the_placeholder(tmp_path):
+    sound = audio_only(tmp_path / "sound.mp4")  # a video replaced by one without a video stream
+    garbage = tmp_path / "garbage.mov"
+    garbage.write_bytes(b"\x00\x00\x00\x18ftypmp42 and then nothing")
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(encoded(random_image())[:300])
+    matches = [Match(0.9, str(sound), "video", 0, 0.0), Match(0.8, str(garbage), "video", 10, 1.0),
+               Match(0.7, str(cut), "image", 0, None), Match(0.6, str(tmp_path), "image", 0, None)]
+    assert [thumbnail_uri(match) for match in matches] == [None] * len(matches)
+    page = Page()
+    page.feed(results_page("anything", matches))
+    assert page.placeholders == len(matches) and page.images == []

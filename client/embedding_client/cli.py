@@ -4,8 +4,10 @@
     embedding-client index ~/Pictures --db ./embedding-index
     embedding-client search "a dog on a beach" --db ./embedding-index --html results.html
 
-Exit codes: 0 done, 1 the server failed or could not be reached, 2 bad arguments, or an index
-that cannot be used (missing, or built with another model). ``index``, ``search`` need the
+Exit codes: 0 done; 1 the server failed or could not be reached; 2 bad arguments, a file or
+folder that cannot be read, or an index that cannot be used (missing, or built with another
+model); 3 ``index`` went through the folder but some files failed (each is reported); 130
+interrupted (Ctrl-C; ``index`` keeps the files indexed so far). ``index``, ``search`` need the
 ``index`` extra; their modules are imported only when run, so ``embed`` needs the core only.
 """
 
@@ -30,6 +32,7 @@ from embedding_client.results import Embeddings, VideoEmbeddings
 DEFAULT_DB = "embedding-index"
 INDEX_EXTRA = "pip install 'multimodal-embedding-client[index]'"
 INDEX_MODULES = {"lancedb", "pyarrow", "PIL", "av"}
+SOME_FILES_FAILED, INTERRUPTED = 3, 130
 
 
 def make_client(server: str, api_key: str | None) -> Client:
@@ -67,14 +70,17 @@ def write_embeddings(result: Embeddings, out: str | None) -> None:
 
 def index(client: Client, args: argparse.Namespace) -> int:
     from embedding_client.indexing import index_folder
+    from embedding_client.video_requests import MAX_UPLOAD_BYTES, MiB
 
-    summary = index_folder(client, args.folder, args.db, fps=args.fps, prune=args.prune, progress=not args.quiet)
+    upload = MAX_UPLOAD_BYTES if args.max_upload_mib is None else int(args.max_upload_mib * MiB)
+    summary = index_folder(client, args.folder, args.db, fps=args.fps, prune=args.prune, progress=not args.quiet,
+                           server_dir=args.server_dir, max_upload_bytes=upload)
     for failure in summary.failed:
         print(f"failed: {failure.path}: {failure.detail}", file=sys.stderr)
     pruned = f", pruned {summary.pruned}" if args.prune else ""
     print(f"indexed {summary.indexed}, skipped {summary.unchanged} (unchanged), "
           f"failed {len(summary.failed)}{pruned}")
-    return 0
+    return SOME_FILES_FAILED if summary.failed else 0
 
 
 def search(client: Client, args: argparse.Namespace) -> int:
@@ -91,6 +97,17 @@ def search(client: Client, args: argparse.Namespace) -> int:
         for match in matches:
             print(f"{match.score:.4f}  {match.path}  {time_label(match)}".rstrip())
     return 0
+
+
+def _positive(text: str) -> float:
+    """An argparse type: a number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"takes a number above 0, not {text!r}")
+    return value
 
 
 def _connection_options(parser: argparse.ArgumentParser, defaults: Mapping[str, Any]) -> None:
@@ -128,8 +145,14 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     folder = _command(commands, "index", index, "embed a folder's images and videos into an index")
     folder.add_argument("folder", help="folder to index, recursively")
     folder.add_argument("--db", default=DEFAULT_DB, help="index directory (default: ./%(default)s)")
-    folder.add_argument("--fps", type=float, default=1.0, help="video frames per second to index (default: 1)")
+    folder.add_argument("--fps", type=_positive, default=1.0, help="video frames per second to index (default: 1)")
     folder.add_argument("--prune", action="store_true", help="drop indexed files under FOLDER that were deleted")
+    folder.add_argument("--server-dir", metavar="DIR",
+                        help="the server sees FOLDER at DIR (its video root, a shared volume): "
+                             "videos are read by the server there, not uploaded")
+    folder.add_argument("--max-upload-mib", type=_positive, metavar="MIB",
+                        help="largest video to upload, in MiB of base64 (default: 24, under the server's "
+                             "32 MiB body limit)")
     folder.add_argument("--quiet", action="store_true", help="no progress bar")
 
     lookup = _command(commands, "search", search, "search an index with a text or an image")
@@ -166,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with make_client(args.server, args.api_key) as client:
             return args.run(client, args)
-    except (StoreError, NotADirectoryError, FileNotFoundError) as error:
+    except (StoreError, OSError) as error:  # OSError: a path that is missing, a folder, unreadable
         print(f"error: {error}", file=sys.stderr)
         return 2
     except EmbeddingServerError as error:
@@ -180,3 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"error: {error.name} is not installed: {INDEX_EXTRA}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        kept = "; files indexed so far are kept" if args.command == "index" else ""
+        print(f"interrupted{kept}", file=sys.stderr)
+        return INTERRUPTED

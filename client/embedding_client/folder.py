@@ -1,4 +1,5 @@
-"""The media files of a folder, found by their suffix, and their content hashes."""
+"""The media files of a folder, found by their suffix, with their size and modification time,
+and their content hashes."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ class MediaFile:
     path: Path
     kind: str  # IMAGE or VIDEO
     size: int
+    mtime_ns: int
 
 
 def media_kind(name: str) -> str | None:
@@ -47,10 +49,10 @@ def media_files(root: Path, skip: Path) -> list[MediaFile]:
                 continue
             path = Path(directory, name)
             try:
-                size = path.stat().st_size
+                status = path.stat()
             except OSError:  # a dangling link
                 continue
-            found.append(MediaFile(path, kind, size))
+            found.append(MediaFile(path, kind, status.st_size, status.st_mtime_ns))
     return found
 
 

@@ -31,7 +31,7 @@ def _link(match: Match) -> str:
 def _figure(match: Match) -> str:
     thumbnail = thumbnail_uri(match)
     preview = (f'<img src="{thumbnail}" alt="">' if thumbnail is not None
-               else '<div class="missing">file not found</div>')
+               else '<div class="missing">no preview</div>')
     time = time_label(match)
     return (f'<figure>{preview}<figcaption><b>{match.score:.4f}</b>'
             f'{" &middot; " + escape(time) if time else ""}<br>'

@@ -1,7 +1,8 @@
 """The on-disk index: a LanceDB database with one row per embedded frame.
 
 Table ``frames`` holds the vectors (an image is one frame; a video one row per sampled frame,
-with its frame number and time). Table ``meta`` holds the id of the model that made them,
+with its frame number and time; each row also has its file's content hash, size and modification
+time, which tell a later run whether the file changed). Table ``meta`` holds the id of the model that made them,
 written when the database is created and checked on every open, so a database answers only
 to its own model.
 """
@@ -31,9 +32,19 @@ class FileFrames:
     kind: str
     content_hash: str
     size: int
+    mtime_ns: int
     vectors: np.ndarray
     frames: Sequence[int]
     timestamps: Sequence[float | None]
+
+
+@dataclass(frozen=True)
+class Indexed:
+    """What the index holds of a file, apart from its rows."""
+
+    content_hash: str
+    size: int
+    mtime_ns: int
 
 
 @dataclass(frozen=True)
@@ -56,7 +67,11 @@ def frames_schema(dimension: int) -> pa.Schema:
         pa.field("timestamp", pa.float64()),
         pa.field("content_hash", pa.string(), nullable=False),
         pa.field("size", pa.int64(), nullable=False),
+        pa.field("mtime_ns", pa.int64(), nullable=False),
     ])
+
+
+FILE_COLUMNS = ["path", "content_hash", "size", "mtime_ns"]
 
 
 def _quoted(value: str) -> str:
@@ -74,7 +89,7 @@ def _rows(files: Sequence[FileFrames], schema: pa.Schema) -> pa.Table:
         "path": repeated("path"), "kind": repeated("kind"),
         "frame": [int(frame) for file in files for frame in file.frames],
         "timestamp": [stamp for file in files for stamp in file.timestamps],
-        "content_hash": repeated("content_hash"), "size": repeated("size"),
+        "content_hash": repeated("content_hash"), "size": repeated("size"), "mtime_ns": repeated("mtime_ns"),
     }, schema=schema)
 
 
@@ -89,8 +104,9 @@ class FrameStore:
     def open(cls, location: str | Path, model: str, *, create: bool = False) -> FrameStore:
         """The index at ``location``, made there first if ``create``.
 
-        Raises :class:`NoIndexError` when there is none (and not ``create``) and
-        :class:`ModelMismatchError` when it was built with another model than ``model``."""
+        Raises :class:`NoIndexError` when there is none (and not ``create``),
+        :class:`ModelMismatchError` when it was built with another model than ``model``, and
+        :class:`StoreError` when an older version of this client made it (its rows lack columns)."""
         missing = NoIndexError(f"no index at {location} (build one with `index`)")
         if not create and not Path(location).is_dir():
             raise missing  # before connecting, which would make the directory
@@ -105,6 +121,7 @@ class FrameStore:
         elif stored != model:
             raise ModelMismatchError(f"the index at {location} was built with {stored}, the server serves {model}; "
                                      f"index into another --db, or serve {stored}")
+        store._check_columns(location)
         return store
 
     def _tables(self) -> list[str]:
@@ -118,19 +135,28 @@ class FrameStore:
     def _frames(self) -> lancedb.table.Table | None:
         return self._db.open_table(FRAMES) if FRAMES in self._tables() else None
 
-    def known_files(self) -> dict[str, str]:
-        """Each indexed path's content hash."""
+    def _check_columns(self, location: str | Path) -> None:
+        table = self._frames()
+        missing = [] if table is None else sorted(set(FILE_COLUMNS) - set(table.schema.names))
+        if missing:
+            raise StoreError(f"the index at {location} was made by an older embedding-client (it has no "
+                             f"{', '.join(missing)}): index into a new --db")
+
+    def known_files(self) -> dict[str, Indexed]:
+        """What the index holds of each indexed path."""
         table = self._frames()
         if table is None:
             return {}
-        rows = table.search().select(["path", "content_hash"]).limit(None).to_arrow()
-        return dict(zip(rows["path"].to_pylist(), rows["content_hash"].to_pylist()))
+        rows = table.search().select(FILE_COLUMNS).limit(None).to_arrow().to_pylist()
+        return {row["path"]: Indexed(row["content_hash"], row["size"], row["mtime_ns"]) for row in rows}
 
     def add(self, files: Sequence[FileFrames]) -> None:
         """One commit: an interrupted run keeps every batch added before it stopped."""
         if not files:
             return
-        table = self._frames() or self._db.create_table(FRAMES, schema=frames_schema(files[0].vectors.shape[1]))
+        table = self._frames()
+        if table is None:  # not ``or``: a table with no rows left is falsy (it has a length)
+            table = self._db.create_table(FRAMES, schema=frames_schema(files[0].vectors.shape[1]))
         table.add(_rows(files, table.schema))
 
     def delete(self, paths: Iterable[str]) -> None:

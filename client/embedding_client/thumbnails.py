@@ -13,7 +13,6 @@ from embedding_client.store import Match
 
 THUMBNAIL_PX = 256
 JPEG_QUALITY = 85
-UNREADABLE = (OSError, ValueError, av.FFmpegError, Image.DecompressionBombError)
 
 
 def still(path: str) -> Image.Image:
@@ -47,10 +46,15 @@ def jpeg_uri(image: Image.Image) -> str:
 
 
 def thumbnail_uri(match: Match) -> str | None:
-    """The hit's preview, or ``None`` when its file is gone or no longer decodes."""
+    """The hit's preview, or ``None`` when its file is gone or no longer decodes.
+
+    Any exception means the latter: a file replaced since indexing can be anything, and
+    decoders answer malformed files with all kinds (``IndexError`` for a video without a
+    video stream, ``SyntaxError`` or ``struct.error`` from Pillow's parsers, ...). A preview
+    is never worth failing the page for."""
     try:
         if match.kind == VIDEO:
             return jpeg_uri(video_frame(match.path, match.timestamp or 0.0))
         return jpeg_uri(still(match.path))
-    except UNREADABLE:
+    except Exception:
         return None
