@@ -2,7 +2,7 @@
 the BentoML model store.
 
     python -m models list
-    python -m models import CLIP/clip-vit-b-32                   # download upstream weights
+    python -m models import CLIP/clip-vit-b-32                   # download upstream weights (says how much first)
     python -m models import CLIP/clip-vit-b-32 --from-dir DIR    # already-downloaded files
     python -m models import CLIP/clip-vit-b-32 --random-weights [--tiny]
     python -m models import CLIP/clip-vit-b-32 --if-missing       # no-op when already imported
@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     source = _source(args)
     try:
         model = find_model(args.model)
-        from importer.store import ModelNotImported, find_entry, import_model  # bentoml: not for `list`
+        from importer.store import (ModelNotImported, download_plans, find_entry,  # bentoml: not for `list`
+                                    import_model)
 
         if args.if_missing:
             try:
@@ -74,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
                 return 0
             except ModelNotImported:
                 pass
+        if source.kind == "upstream":
+            for plan in download_plans(model):
+                print(plan.announcement(), flush=True)  # before the libraries' progress bars
         entry = import_model(model, source, openvino=args.openvino)
     except WeightsUnavailable as error:
         print(f"error: {error}. Import files you have downloaded with --from-dir DIR, or the same "

@@ -9,7 +9,7 @@ import bentoml
 from bentoml.exceptions import NotFound
 
 from models.catalogue import CatalogueModel
-from runners.backends.downloads import fetching_upstream
+from runners.backends.downloads import DownloadPlan, FetchesUpstream, fetching_upstream, upstream_plan
 from runners.contract import WeightSource
 
 WEIGHTS_LABEL = "weights"
@@ -54,6 +54,15 @@ def import_model(model: CatalogueModel, source: WeightSource, openvino: bool = F
             metadata["openvino_ir"] = IR_DIR
         entry.info.metadata.update(metadata)
     return bentoml.models.get(entry.tag)
+
+
+def download_plans(model: CatalogueModel) -> list[DownloadPlan]:
+    """What importing ``model``'s upstream weights will download, per Hub repository; none
+    where its family does not say or the Hub gives no listing (the download then says why)."""
+    adapter = model.adapter
+    if not isinstance(adapter, FetchesUpstream):
+        return []
+    return [plan for wanted in adapter.upstream_files(model) if (plan := upstream_plan(wanted)) is not None]
 
 
 def store_tag(model: CatalogueModel) -> str:

@@ -17,6 +17,8 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from runners.contract import WeightSource
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+# What ``AutoTokenizer.from_pretrained`` fetches of a repository (glob patterns of its files).
+TOKENIZER_PATTERNS = ("tokenizer*", "special_tokens_map.json", "added_tokens.json")
 
 
 def _has_tokenizer_files(directory: Path) -> bool:

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 from PIL import Image
 
-from runners.contract import FamilyAdapter, ImagePreparer
+from runners.contract import FamilyAdapter, ImagePreparer, ModelSpec
 from runners.entry_files import read_json
 from runners.preparers.centre_crop_guard import guarded_preparer
 from runners.preparers.geometry import ImageGeometry
+
+if TYPE_CHECKING:
+    from runners.backends.downloads import UpstreamFiles
 
 CONFIG_FILE = "mobileclip_config.json"  # architecture and preprocessing (written by the engine)
 
@@ -32,6 +36,10 @@ class MobileClipS0Family(FamilyAdapter):
         preprocess = read_json(directory / CONFIG_FILE)["preprocess"]
         size, resample = preprocess["image_size"], Image.Resampling[preprocess["interpolation"].upper()]
         return guarded_preparer(ImageGeometry("shortest", resample, "pil", shorter_side=size, crop=(size, size)))
+
+    def upstream_files(self, model: ModelSpec) -> list[UpstreamFiles]:
+        """The Hub files an import of ``model``'s upstream weights fetches."""
+        return self.engine().upstream_files(model)
 
 
 MOBILECLIP_S0 = MobileClipS0Family()

@@ -33,6 +33,7 @@ from timm.utils.model import reparameterize_model
 from torch import nn
 
 from runners.backends.devices import torch_device
+from runners.backends.downloads import UpstreamFiles
 from runners.backends.torch_io import pixel_tensor, scoring_metadata, unit_pixels, unit_rows
 from runners.backends.towers import Tower
 from runners.contract import EmbeddingRunner, ModelSpec, RunnerOptions, Towers, WeightSource
@@ -139,6 +140,11 @@ def _encode_noise(net: MobileClipS0) -> torch.Tensor:
     from runners.fabrication.tiny_towers import noise_images
 
     return net.encode_image(noise_images(IMAGE_SIZE))
+
+
+def upstream_files(model: ModelSpec) -> list[UpstreamFiles]:
+    """What :func:`write_entry` fetches for upstream weights: Apple's checkpoint."""
+    return [UpstreamFiles(model.upstream["repo"], (CHECKPOINT_FILE,))]
 
 
 def _apple_checkpoint(source: WeightSource, model: ModelSpec) -> Path:

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import asdict
+import os
+from dataclasses import asdict, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ from typing import Any
 import numpy as np
 import open_clip
 import torch
+from open_clip.constants import HF_WEIGHTS_NAME
+from open_clip.pretrained import _get_safe_alternatives
 from open_clip.transform import PreprocessCfg, merge_preprocess_dict
 from safetensors.torch import save_model
 from timm.models import is_model, model_entrypoint, register_model
@@ -28,13 +31,14 @@ from timm.utils.model import reparameterize_model
 from torch import nn
 
 from runners.backends.devices import torch_device
+from runners.backends.downloads import UpstreamFiles
 from runners.backends.torch_io import pixel_tensor, scoring_metadata, unit_pixels, unit_rows
 from runners.backends.towers import Tower
 from runners.contract import EmbeddingRunner, ModelSpec, RunnerOptions, Towers, WeightSource
 from runners.entry_files import read_json
 from runners.families import causal_text
 from runners.families.clip_tokenizer import bounded, count_tokens
-from runners.families.hf_tokenizers import save_tokenizer
+from runners.families.hf_tokenizers import TOKENIZER_PATTERNS, save_tokenizer
 from runners.families.open_clip import CONFIG_FILE, WEIGHTS_FILE
 
 TINY_WIDTH = 64
@@ -188,6 +192,23 @@ def _checkpoint_in(directory: Path) -> Path:
     if not candidates:
         raise FileNotFoundError(f"no checkpoint (*.safetensors, *.bin, *.pt, *.pth) in {directory}")
     return candidates[0]
+
+
+def upstream_files(model: ModelSpec) -> list[UpstreamFiles]:
+    """What :func:`write_entry` fetches for upstream weights: the checkpoint that open_clip
+    downloads from the Hub (its pretrained config's ``hf_hub``, ``org/name/`` or
+    ``org/name/file``; open_clip's default file name where it names none, and safetensors
+    first, by open_clip's own rule), and the Hugging Face tokenizer the architecture names."""
+    hf_hub = open_clip.get_pretrained_cfg(model.upstream["arch"], model.upstream["pretrained"]).get("hf_hub")
+    tokenizer = open_clip.get_model_config(model.upstream["arch"])["text_cfg"].get("hf_tokenizer_name")
+    wanted: dict[str, UpstreamFiles] = {}
+    if hf_hub:
+        repo, filename = os.path.split(hf_hub)
+        filename = filename or HF_WEIGHTS_NAME
+        wanted[repo] = UpstreamFiles(repo, weights=(*_get_safe_alternatives(filename), filename))
+    if tokenizer:  # from the checkpoint's repository (SigLIP2's), or from its own
+        wanted[tokenizer] = replace(wanted.get(tokenizer, UpstreamFiles(tokenizer)), patterns=TOKENIZER_PATTERNS)
+    return list(wanted.values())
 
 
 def write_entry(model: ModelSpec, directory: Path, source: WeightSource) -> dict[str, Any]:

@@ -6,8 +6,12 @@ sentence-transformers directory of a Transformer, Pooling and Normalize stack), 
 from __future__ import annotations
 
 from types import ModuleType
+from typing import TYPE_CHECKING
 
-from runners.contract import FamilyAdapter
+from runners.contract import FamilyAdapter, ModelSpec
+
+if TYPE_CHECKING:
+    from runners.backends.downloads import UpstreamFiles
 
 
 class TextEmbedderFamily(FamilyAdapter):
@@ -17,6 +21,12 @@ class TextEmbedderFamily(FamilyAdapter):
         from runners.families import text_embedder_torch
 
         return text_embedder_torch
+
+    def upstream_files(self, model: ModelSpec) -> list[UpstreamFiles]:
+        """The Hub files an import of ``model``'s upstream weights fetches (a snapshot)."""
+        from runners.families import transformers_torch
+
+        return transformers_torch.upstream_files(model)
 
 
 TEXT_EMBEDDER = TextEmbedderFamily()

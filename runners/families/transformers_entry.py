@@ -9,12 +9,15 @@ leaving uint8 pixels (:func:`runners.preparers.geometry.geometry_from_hf_process
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from runners.contract import FamilyAdapter, ImagePreparer
+from runners.contract import FamilyAdapter, ImagePreparer, ModelSpec
 from runners.entry_files import read_json
 from runners.preparers.centre_crop_guard import guarded_preparer
 from runners.preparers.geometry import geometry_from_hf_processor
+
+if TYPE_CHECKING:
+    from runners.backends.downloads import UpstreamFiles
 
 ENTRY_CONFIG_FILE = "embedding_entry.json"  # what serving needs beyond the model's own files
 PROCESSOR_CONFIG_FILE = "preprocessor_config.json"
@@ -29,3 +32,9 @@ class ProcessorFamily(FamilyAdapter):
 
     def load_image_preparer(self, directory: Path) -> ImagePreparer:
         return guarded_preparer(geometry_from_hf_processor(read_json(directory / PROCESSOR_CONFIG_FILE)))
+
+    def upstream_files(self, model: ModelSpec) -> list[UpstreamFiles]:
+        """The Hub files an import of ``model``'s upstream weights fetches (a snapshot)."""
+        from runners.families import transformers_torch
+
+        return transformers_torch.upstream_files(model)

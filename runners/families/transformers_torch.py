@@ -32,6 +32,7 @@ from transformers import (
 from transformers.image_processing_utils import BaseImageProcessor
 
 from runners.backends.devices import torch_device
+from runners.backends.downloads import UpstreamFiles
 from runners.backends.token_budget import budget_groups
 from runners.backends.torch_io import pixel_tensor, unit_rows
 from runners.backends.towers import Tower
@@ -39,6 +40,7 @@ from runners.contract import DEFAULT_RUNNER_OPTIONS, EmbeddingRunner, ModelSpec,
 from runners.families.transformers_entry import ENTRY_CONFIG_FILE, PROCESSOR_CONFIG_FILE, read_entry_config
 
 _CONFIG_PATTERNS = ["*.json", "*.txt", "*.model", "*.tiktoken"]
+_SAFETENSORS, _PICKLE = "*.safetensors", "*.bin"
 
 
 def upstream_snapshot(repo: str) -> Path:
@@ -46,10 +48,15 @@ def upstream_snapshot(repo: str) -> Path:
     progress bars; safetensors weights when the repository has them, else ``*.bin``."""
     from huggingface_hub import snapshot_download
 
-    path = Path(snapshot_download(repo, allow_patterns=[*_CONFIG_PATTERNS, "*.safetensors"]))
-    if not any(path.rglob("*.safetensors")):
-        path = Path(snapshot_download(repo, allow_patterns=[*_CONFIG_PATTERNS, "*.bin"]))
+    path = Path(snapshot_download(repo, allow_patterns=[*_CONFIG_PATTERNS, _SAFETENSORS]))
+    if not any(path.rglob(_SAFETENSORS)):
+        path = Path(snapshot_download(repo, allow_patterns=[*_CONFIG_PATTERNS, _PICKLE]))
     return path
+
+
+def upstream_files(model: ModelSpec) -> list[UpstreamFiles]:
+    """What :func:`upstream_snapshot` fetches of ``model``'s repository."""
+    return [UpstreamFiles(model.upstream["repo"], tuple(_CONFIG_PATTERNS), (_SAFETENSORS, _PICKLE))]
 
 
 def source_directory(model: ModelSpec, source: WeightSource) -> Path:
