@@ -37,7 +37,7 @@ mutation: setup
 
 build: setup
 	$(BIN)/python -m models import $(EMBEDDING_MODEL_NAME) --if-missing $(IMPORT_FLAGS_$(WEIGHTS))
-	$(BIN)/bentoml build
+	$(BIN)/bentoml build --arg model=$(EMBEDDING_MODEL_NAME)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -29,7 +29,7 @@ ROOMS: dict[str, tuple[str, ...]] = {
     "encoder": ("embedding_server/encoder/",),
     "pipeline": ("embedding_server/pipeline.py", "embedding_server/scoring.py", "embedding_server/ranking.py",
                  "embedding_server/nested_dimensions.py"),
-    "routes": ("embedding_server/routes.py", "embedding_server/openai_routes.py"),
+    "routes": ("embedding_server/routes.py", "embedding_server/openai_routes.py", "embedding_server/jobs.py"),
     "app": ("embedding_server/app.py",),
     "composition": ("embedding_server/composition.py",),
     "top": ("service.py", "models/__main__.py", "importer/__main__.py"),
