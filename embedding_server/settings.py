@@ -29,8 +29,10 @@ SECRET_FIELDS = {"api_keys"}
 T = TypeVar("T", int, float)
 
 
-class SettingsError(ValueError):
-    """A configuration value is invalid; the message names the variable."""
+class SettingsError(RuntimeError):
+    """A configuration value is invalid; the message names the variable. Not a ``ValueError``:
+    BentoML's loader takes one raised while it loads a Bento by tag for "not a Bento tag" and
+    reports a failed module import instead of this message."""
 
 
 class Settings(BaseSettings):

@@ -187,18 +187,23 @@ def test_a_bento_built_for_a_model_serves_it_without_the_variable(built_bento, t
 
 
 @pytest.mark.e2e
-def test_a_bento_refuses_a_variable_naming_another_model(built_bento, tmp_path):
+@pytest.mark.parametrize("variable, value, expected", [
+    ("EMBEDDING_MODEL_NAME", OTHER_MODEL_ID,
+     f"EMBEDDING_MODEL_NAME={OTHER_MODEL_ID} differs from the build argument model={TEST_MODEL_ID}"),
+    # A bad setting is reported as such, not as BentoML's "not a Bento tag" import failure.
+    ("EMBEDDING_DEVICE", "TPU", "Invalid configuration: EMBEDDING_DEVICE"),
+])
+def test_a_bento_refuses_a_variable_naming_another_model_or_a_bad_setting(built_bento, tmp_path, variable, value,
+                                                                          expected):
     home, tag = built_bento
     serve_log = tmp_path / "serve.log"
-    process, _ = serve_bento(tag, {**environment_without_a_model(home), "EMBEDDING_MODEL_NAME": OTHER_MODEL_ID},
-                             serve_log)
+    process, _ = serve_bento(tag, {**environment_without_a_model(home), variable: value}, serve_log)
     try:
         process.wait(timeout=120)
     finally:
         stop(process)
     assert process.returncode != 0
-    assert (f"EMBEDDING_MODEL_NAME={OTHER_MODEL_ID} differs from the build argument model={TEST_MODEL_ID}"
-            in serve_log.read_text())
+    assert expected in serve_log.read_text()
 
 
 @pytest.mark.e2e
