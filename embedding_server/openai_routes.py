@@ -16,6 +16,7 @@ from fastapi.responses import Response
 from embedding_server.http_api.encoding import openai_embeddings_body
 from embedding_server.http_api.errors import ApiError
 from embedding_server.http_api.json_route import OrjsonRoute
+from embedding_server.http_api.metrics import counted_request
 from embedding_server.http_api.openai_schemas import OpenAIEmbeddingRequest
 from embedding_server.http_api.schemas import ImageBase64Input, ImageUrlInput
 from embedding_server.nested_dimensions import check_dimensions, shortened
@@ -44,21 +45,23 @@ def _with_param(error: ApiError, param: str) -> ApiError:
 @router.post("/embeddings")
 async def create_embeddings(request: OpenAIEmbeddingRequest,
                             pipeline: EmbeddingPipeline = Depends(current_pipeline)) -> Response:
-    pipeline.check_model(request.model)
-    info = await pipeline.model_info()
-    check_dimensions(pipeline.model, request.dimensions, info.dimension)
-    name_of = names_in("input", isinstance(request.input, str))
-    try:
-        if request.modality == "image":
-            images = [image_input(item) for item in request.items]
-            vectors, tokens = await answered(pipeline.image_vectors(images, name_of)), 0  # no tokens
-        else:
-            vectors, tokens = await answered(pipeline.text_vectors_and_tokens(request.items, name_of))
-    except ApiError as error:
-        raise _with_param(error, "input") from None
-    body = openai_embeddings_body(shortened(vectors, request.dimensions), request.encoding_format,
-                                  pipeline.model.id, tokens)
-    return Response(body, media_type="application/json")
+    """Counted by ``modality`` (text or image)."""
+    with counted_request("/v1/embeddings", request.modality):
+        pipeline.check_model(request.model)
+        info = await pipeline.model_info()
+        check_dimensions(pipeline.model, request.dimensions, info.dimension)
+        name_of = names_in("input", isinstance(request.input, str))
+        try:
+            if request.modality == "image":
+                images = [image_input(item) for item in request.items]
+                vectors, tokens = await answered(pipeline.image_vectors(images, name_of)), 0  # no tokens
+            else:
+                vectors, tokens = await answered(pipeline.text_vectors_and_tokens(request.items, name_of))
+        except ApiError as error:
+            raise _with_param(error, "input") from None
+        body = openai_embeddings_body(shortened(vectors, request.dimensions), request.encoding_format,
+                                      pipeline.model.id, tokens)
+        return Response(body, media_type="application/json")
 
 
 def _model_object(pipeline: EmbeddingPipeline) -> dict[str, Any]:

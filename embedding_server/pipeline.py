@@ -20,6 +20,7 @@ from embedding_server.encoder.failed_rows import check_embedded
 from embedding_server.encoder.protocol import EncoderClient
 from embedding_server.http_api.encoding import Embedding, encode_embedding
 from embedding_server.http_api.errors import ApiError, InvalidInput, ModelMismatch
+from embedding_server.http_api.metrics import ITEMS_EMBEDDED, PREPROCESS_SECONDS
 from embedding_server.http_api.schemas import (
     VIDEO_INPUTS,
     EmbeddingRequest,
@@ -56,6 +57,12 @@ def unsupported_instruction(model: CatalogueModel) -> ApiError:
     families = dict.fromkeys(m.family for m in CATALOGUE if m.instruction_template is not None)
     return ApiError(400, f"instruction is only supported by {', '.join(families)} models; "
                          f"the active model {model.id} embeds texts as given")
+
+
+def embedded(modality: str, vectors: np.ndarray) -> np.ndarray:
+    """``vectors``, counted as items of ``modality`` (text, image, video_frame) embedded."""
+    ITEMS_EMBEDDED.labels(modality=modality).inc(len(vectors))
+    return vectors
 
 
 def _retrieve_outcome(call: asyncio.Future) -> None:
@@ -111,10 +118,11 @@ class EmbeddingPipeline:
             vectors = await self.text_vectors(texts, names_in("text", flat), item.instruction)
         elif isinstance(item, (ImageUrlInput, ImageBase64Input)):
             flat = True
-            vectors = await self._encode_named(await self._image_pixels(item), names_in("image", flat))
+            vectors = embedded("image", await self._encode_named(await self._image_pixels(item),
+                                                                 names_in("image", flat)))
         elif isinstance(item, VIDEO_INPUTS):
             flat = False
-            vectors = await self._video.embed(item, self._require_images("Video"))
+            vectors = embedded("video_frame", await self._video.embed(item, self._require_images("Video")))
         else:  # the request schema admits no other type
             raise InvalidInput(f"unsupported input type {item.type!r}")
         return encode_embedding(vectors, flat=flat, encoding_format=request.encoding_format)
@@ -123,7 +131,9 @@ class EmbeddingPipeline:
         """``POST /embeddings/frames``: the vectors ``POST /embeddings`` gives for the same
         video input, and the frame number and time of each."""
         await self._ready(request.model)
-        return await self._video.embed_frames(request.input, self._require_images("Video"))
+        found = await self._video.embed_frames(request.input, self._require_images("Video"))
+        embedded("video_frame", found.vectors)
+        return found
 
     async def _ready(self, requested: str) -> None:
         """400 unless ``requested`` is the loaded model; 503 until the Encoder has answered."""
@@ -153,7 +163,7 @@ class EmbeddingPipeline:
         self._require_images("Image")
         if len(items) > self._settings.max_image_items:
             raise InvalidInput(f"too many images: {len(items)} > {self._settings.max_image_items} per request")
-        return await self._video.embed_images(items, name_of)
+        return embedded("image", await self._video.embed_images(items, name_of))
 
     def _prepared_texts(self, texts: list[str], name_of: NameOf, instruction: str | None = None) -> list[str]:
         """``texts`` as the Encoder gets them: within the limits, formatted with the model's
@@ -171,7 +181,7 @@ class EmbeddingPipeline:
         return self._cut(texts)
 
     async def _embedded_texts(self, texts: list[str], name_of: NameOf) -> np.ndarray:
-        return check_embedded(await self._encoder.encode_text(texts), name_of)
+        return embedded("text", check_embedded(await self._encoder.encode_text(texts), name_of))
 
     def _cut(self, texts: list[str]) -> list[str]:
         """Each text cut to the characters that can hold the model's tokens; 422 when the
@@ -216,6 +226,8 @@ class EmbeddingPipeline:
         min_side = round(limits.jpeg_draft_factor * (self.model.image_size or 0)) or None
 
         def prepare() -> np.ndarray:
-            return preparer(decode_image(data, max_pixels=limits.max_image_pixels, min_side=min_side))
+            image = decode_image(data, max_pixels=limits.max_image_pixels, min_side=min_side)
+            with PREPROCESS_SECONDS.time():
+                return preparer(image)
 
         return (await asyncio.to_thread(prepare))[np.newaxis]

@@ -21,6 +21,7 @@ from embedding_server import ranking
 from embedding_server.http_api.encoding import embedding_body, frames_body
 from embedding_server.http_api.errors import MODEL_NOT_HEALTHY, ApiError
 from embedding_server.http_api.json_route import OrjsonRoute
+from embedding_server.http_api.metrics import counted_request
 from embedding_server.http_api.schemas import (
     Capabilities,
     CurrentModel,
@@ -92,8 +93,9 @@ async def answered(call: Awaitable[T]) -> T:
 @router.post("/embeddings")
 async def embeddings(request: EmbeddingRequest,
                      pipeline: EmbeddingPipeline = Depends(current_pipeline)) -> Response:
-    embedding = await answered(pipeline.embed(request))
-    return Response(embedding_body(embedding), media_type="application/json")
+    with counted_request("/embeddings", request.input.type):
+        embedding = await answered(pipeline.embed(request))
+        return Response(embedding_body(embedding), media_type="application/json")
 
 
 @router.post("/embeddings/frames")
@@ -101,14 +103,16 @@ async def embedding_frames(request: FramesRequest,
                            pipeline: EmbeddingPipeline = Depends(current_pipeline)) -> Response:
     """A video input's vectors, as ``/embeddings`` gives them, with each frame's number and
     time in the video (README, "Frame times")."""
-    found = await answered(pipeline.embed_frames(request))
-    body = frames_body(found.vectors, found.frames, found.timestamps, found.fps,
-                       model=pipeline.model.id, encoding_format=request.encoding_format)
-    return Response(body, media_type="application/json")
+    with counted_request("/embeddings/frames", request.input.type):
+        found = await answered(pipeline.embed_frames(request))
+        body = frames_body(found.vectors, found.frames, found.timestamps, found.fps,
+                           model=pipeline.model.id, encoding_format=request.encoding_format)
+        return Response(body, media_type="application/json")
 
 
 @router.post("/rank")
 async def rank(request: RankRequest, pipeline: EmbeddingPipeline = Depends(current_pipeline)) -> dict[str, Any]:
     """One query against candidates, best first: each one's cosine and the model's probability
-    (README, "Ranking")."""
-    return await answered(ranking.rank(pipeline, request))
+    (README, "Ranking"); counted by the query's input type."""
+    with counted_request("/rank", request.query.type):
+        return await answered(ranking.rank(pipeline, request))

@@ -9,9 +9,10 @@ batch, when that call returns. This is where the server's requests are batched: 
 adaptive batcher sees one call at a time from each entry worker, so it merges nothing with
 one worker and little with several (README, "Architecture").
 
-Each call's item count is observed by ``observe_items``; in the served entry service that is
-the ``embedding_coalesced_items`` histogram (embedding_server/encoder/metrics.py), the place where
-merging shows on ``/metrics``.
+Each call's item count is observed by ``observe_items`` and each request's wait before its
+call left by ``observe_wait``; in the served entry service those are the
+``embedding_coalesced_items`` and ``embedding_queue_wait_seconds`` histograms
+(embedding_server/encoder/metrics.py), where merging and its cost show on ``/metrics``.
 
 A request that has waited longer than ``max_wait_s`` when its batch is formed is shed with a
 503 instead of being sent; a request whose client went away is dropped before it costs work.
@@ -33,7 +34,7 @@ from typing import Awaitable, Callable, Generic, Sequence, TypeVar
 import numpy as np
 from prometheus_client import Histogram
 
-from embedding_server.encoder.metrics import COALESCED_ITEMS
+from embedding_server.encoder.metrics import COALESCED_ITEMS, QUEUE_WAIT
 from embedding_server.encoder.protocol import EncoderClient
 from embedding_server.http_api.errors import ENCODER_OVERLOADED, ApiError
 from embedding_server.http_api.schemas import ModelInfo
@@ -55,19 +56,22 @@ class Coalescer(Generic[Part]):
     (a larger single part goes alone) and sends them through ``encode`` one batch at a time.
 
     ``encode`` returns one row per item, in order; each request gets back its own rows.
-    ``observe_items``, if given, is told the number of items of every call sent.
+    ``observe_items``, if given, is told the number of items of every call sent, and
+    ``observe_wait`` the seconds each request sent waited for its call.
     """
 
     def __init__(self, encode: Callable[[Part], Awaitable[np.ndarray]],
                  join: Callable[[Sequence[Part]], Part], max_items: int, max_wait_s: float,
                  clock: Callable[[], float] = time.monotonic,
-                 observe_items: Callable[[int], None] | None = None) -> None:
+                 observe_items: Callable[[int], None] | None = None,
+                 observe_wait: Callable[[float], None] | None = None) -> None:
         self._encode = encode
         self._join = join
         self._max_items = max_items
         self._max_wait_s = max_wait_s
         self._clock = clock
         self._observe_items = observe_items
+        self._observe_wait = observe_wait
         self._queue: deque[_Pending[Part]] = deque()
         self._sender: asyncio.Task[None] | None = None
 
@@ -89,7 +93,8 @@ class Coalescer(Generic[Part]):
         """Waiting requests in arrival order, shedding the expired and skipping the cancelled."""
         batch: list[_Pending[Part]] = []
         items = 0
-        deadline = self._clock() - self._max_wait_s
+        now = self._clock()
+        deadline = now - self._max_wait_s
         while self._queue and (not batch or items + self._queue[0].size <= self._max_items):
             pending = self._queue.popleft()
             if pending.future.done():  # cancelled: the client went away or timed out
@@ -99,6 +104,8 @@ class Coalescer(Generic[Part]):
                 continue
             batch.append(pending)
             items += pending.size
+            if self._observe_wait is not None:
+                self._observe_wait(now - pending.since)
         return batch
 
     async def _send(self, batch: list[_Pending[Part]]) -> None:
@@ -140,14 +147,17 @@ class CoalescingEncoder:
     :class:`Coalescer`."""
 
     def __init__(self, encoder: EncoderClient, settings: Settings,
-                 items_per_call: Histogram = COALESCED_ITEMS) -> None:
-        """``items_per_call`` (labelled by ``modality``) observes the size of every call."""
+                 items_per_call: Histogram = COALESCED_ITEMS, queue_wait: Histogram = QUEUE_WAIT) -> None:
+        """``items_per_call`` and ``queue_wait`` (labelled by ``modality``) observe the size of
+        every call and the wait of every request."""
         self._encoder = encoder
         max_wait_s = settings.max_latency_ms / 1000
         self._texts = Coalescer(encoder.encode_text, _join_texts, settings.text_max_batch_size, max_wait_s,
-                                observe_items=items_per_call.labels(modality="text").observe)
+                                observe_items=items_per_call.labels(modality="text").observe,
+                                observe_wait=queue_wait.labels(modality="text").observe)
         self._images = Coalescer(encoder.encode_images, _join_pixels, settings.image_max_batch_size,
-                                 max_wait_s, observe_items=items_per_call.labels(modality="image").observe)
+                                 max_wait_s, observe_items=items_per_call.labels(modality="image").observe,
+                                 observe_wait=queue_wait.labels(modality="image").observe)
         self._token_counts = Coalescer(encoder.count_tokens, _join_texts, settings.text_max_batch_size, max_wait_s)
 
     async def encode_text(self, texts: list[str]) -> np.ndarray:

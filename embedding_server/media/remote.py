@@ -6,6 +6,9 @@ resolves to must be globally routable unless ``settings.url_allowed_hosts`` name
 covers the address. The connection then goes to the very address that was checked (no second
 DNS lookup an attacker could rebind), redirects are followed here rather than by httpx so each
 hop is checked again, and time and size are capped so a hostile server cannot hold a worker.
+
+Every download's time and body bytes are counted, and every failure by its reason (README,
+"Metrics").
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 
 from embedding_server.http_api.errors import ApiError, InvalidInput, payload_too_large
+from embedding_server.http_api.metrics import FETCH_FAILURES, FETCH_SECONDS, FETCHED_BYTES
 from embedding_server.settings import Settings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -53,14 +57,22 @@ async def download(url: str, sink: Sink, *, max_bytes: int, settings: Settings, 
     for a bad URL, too many redirects, an unreachable host or an upstream answer other than 2xx.
     """
     try:
-        async with asyncio.timeout(settings.url_total_timeout_s):
-            await _follow_redirects(url, sink, max_bytes, settings, what)
+        with FETCH_SECONDS.labels(media=what).time():
+            async with asyncio.timeout(settings.url_total_timeout_s):
+                await _follow_redirects(url, sink, max_bytes, settings, what)
     except (TimeoutError, httpx.TimeoutException):
-        raise ApiError(
+        raise _failure(what, "timeout", ApiError(
             408, f"Timed out fetching {what} URL (limit {settings.url_total_timeout_s:g} s)"
-        ) from None
+        )) from None
     except httpx.HTTPError as error:
-        raise InvalidInput(f"could not fetch {what} URL: {_short_reason(error)}") from None
+        raise _failure(what, "connection",
+                       InvalidInput(f"could not fetch {what} URL: {_short_reason(error)}")) from None
+
+
+def _failure(what: str, reason: str, error: ApiError) -> ApiError:
+    """``error``, counted as a failed download of ``what`` for ``reason``."""
+    FETCH_FAILURES.labels(media=what, reason=reason).inc()
+    return error
 
 
 async def _follow_redirects(url: str, sink: Sink, max_bytes: int, settings: Settings, what: str) -> None:
@@ -72,9 +84,9 @@ async def _follow_redirects(url: str, sink: Sink, max_bytes: int, settings: Sett
         if location is None:
             return
         current = _check_url(location, what, base=current)
-    raise InvalidInput(
+    raise _failure(what, "redirects", InvalidInput(
         f"could not fetch {what} URL: more than {settings.url_max_redirects} redirects"
-    )
+    ))
 
 
 def _check_url(raw: str, what: str, base: httpx.URL | None = None) -> httpx.URL:
@@ -85,17 +97,19 @@ def _check_url(raw: str, what: str, base: httpx.URL | None = None) -> httpx.URL:
     try:
         url = base.join(raw) if base is not None else httpx.URL(raw)
     except (httpx.InvalidURL, TypeError, ValueError):
-        raise InvalidInput(f"{what} URL is not a valid URL") from None
+        raise _failure(what, "invalid_url", InvalidInput(f"{what} URL is not a valid URL")) from None
     if url.scheme not in _SCHEMES:
         shown = f"'{url.scheme}'" if url.scheme else "missing"
-        raise InvalidInput(f"{what} URL scheme is {shown}; only http and https are allowed")
+        raise _failure(what, "invalid_url",
+                       InvalidInput(f"{what} URL scheme is {shown}; only http and https are allowed"))
     if not url.host:
-        raise InvalidInput(f"{what} URL has no host")
+        raise _failure(what, "invalid_url", InvalidInput(f"{what} URL has no host"))
     if url.userinfo:
-        raise InvalidInput(f"{what} URL must not contain credentials")
+        raise _failure(what, "invalid_url", InvalidInput(f"{what} URL must not contain credentials"))
     if url.port is not None and not 1 <= url.port <= _MAX_PORT:
         # httpx keeps any integer here (70000, 0, -1); the socket layer would fail on it.
-        raise InvalidInput(f"{what} URL port {url.port} is not between 1 and {_MAX_PORT}")
+        raise _failure(what, "invalid_url",
+                       InvalidInput(f"{what} URL port {url.port} is not between 1 and {_MAX_PORT}"))
     return url
 
 
@@ -112,7 +126,7 @@ async def _resolve_and_check(url: httpx.URL, settings: Settings, what: str) -> l
             reason = _blocked_reason(address)
             if reason is not None and not _is_allow_listed(address, settings.url_allowed_hosts):
                 shown = host if _ip_literal(host) else f"{host} ({address})"
-                raise ApiError(400, f"URL not allowed: {shown} is {reason}")
+                raise _failure(what, "policy", ApiError(400, f"URL not allowed: {shown} is {reason}"))
     return addresses
 
 
@@ -132,12 +146,12 @@ async def _resolve(url: httpx.URL, settings: Settings, what: str) -> list[IPAddr
         # sockaddr[0] is the address; an IPv6 one may carry a "%scope" suffix.
         addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
     except TimeoutError:
-        raise ApiError(408, f"Timed out resolving {what} URL host {host} "
-                            f"(limit {settings.url_connect_timeout_s:g} s)") from None
+        raise _failure(what, "timeout", ApiError(408, f"Timed out resolving {what} URL host {host} "
+                                                      f"(limit {settings.url_connect_timeout_s:g} s)")) from None
     except (OSError, ValueError):  # gaierror, or a name the idna codec refuses
         addresses = []
     if not addresses:
-        raise InvalidInput(f"could not fetch {what} URL: cannot resolve host {host}")
+        raise _failure(what, "dns", InvalidInput(f"could not fetch {what} URL: cannot resolve host {host}"))
     return list(dict.fromkeys(addresses))
 
 
@@ -244,9 +258,9 @@ async def _request(
             if response.status_code in _REDIRECT_STATUSES and location:
                 return location
             if not response.is_success:
-                raise InvalidInput(
+                raise _failure(what, "http_status", InvalidInput(
                     f"could not fetch {what} URL: upstream answered HTTP {response.status_code}"
-                )
+                ))
             await _read_capped(response, sink, max_bytes, what)
             return None
 
@@ -267,21 +281,26 @@ def _client(settings: Settings) -> httpx.AsyncClient:
 
 
 async def _read_capped(response: httpx.Response, sink: Sink, max_bytes: int, what: str) -> None:
-    """The body into ``sink``, refused as soon as it is known to exceed ``max_bytes``."""
+    """The body into ``sink``, refused as soon as it is known to exceed ``max_bytes``; the bytes
+    received are counted however it ends."""
     too_large = payload_too_large(what, max_bytes)
     encoding = response.headers.get("content-encoding", "identity").strip().lower()
     if encoding not in ("", "identity"):
         # Decoding could turn one small chunk into an unbounded amount of memory.
-        raise InvalidInput(f"could not fetch {what} URL: upstream sent {encoding}-encoded content")
+        raise _failure(what, "content_encoding",
+                       InvalidInput(f"could not fetch {what} URL: upstream sent {encoding}-encoded content"))
     declared = response.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > max_bytes:
-        raise too_large
+        raise _failure(what, "too_large", too_large)
     received = 0
-    async for chunk in response.aiter_bytes():
-        received += len(chunk)
-        if received > max_bytes:
-            raise too_large
-        sink(chunk)
+    try:
+        async for chunk in response.aiter_bytes():
+            received += len(chunk)
+            if received > max_bytes:
+                raise _failure(what, "too_large", too_large)
+            sink(chunk)
+    finally:
+        FETCHED_BYTES.labels(media=what).inc(received)
 
 
 def _short_reason(error: httpx.HTTPError) -> str:

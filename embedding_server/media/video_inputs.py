@@ -6,6 +6,8 @@ one chunk, the video's decoding process (:mod:`.decode_process`) decodes and pre
 the next, so at most two chunks of model-sized pixels are alive at once, however long the
 video. Local files are opened once, confined, and decoded from that descriptor. Videos that arrive as bytes are
 written to a private temporary file that is removed when the request ends, however it ends.
+The time a decoded video's request waits for its decoding process is observed in
+``embedding_decode_seconds``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Awaitable, Callable, Sequence, TypeVar
 import numpy as np
 
 from embedding_server.http_api.errors import ApiError, located
+from embedding_server.http_api.metrics import DECODE_SECONDS, Stopwatch
 from embedding_server.http_api.schemas import (
     FramesBatchInput,
     ImageBase64Input,
@@ -146,13 +149,22 @@ class VideoEmbedder:
     async def _video(self, file: OpenedFile, config: SegmentConfig,
                      preparer: ImagePreparer) -> FrameVectors:
         settings = self._settings
-        async with await DecodingProcess.open(file, preparer, settings) as video:
+        decoding = Stopwatch()
+        with decoding.running():
+            video = await DecodingProcess.open(file, preparer, settings)
+        async with video:
             info = video.info
             wanted = select_frames(config, info.frame_count, info.fps, settings)
             order = sorted(set(wanted))  # decode forward, each frame once
             check_pixel_budget(len(order), info.width, info.height, settings)
             video.decode([(index, None) for index in order], settings.image_max_batch_size)
-            vectors = await self._encode_in_chunks(order, lambda part: video.take(len(part)), a_video_frame)
+
+            async def frames(part: Sequence[int]) -> np.ndarray:
+                with decoding.running():
+                    return await video.take(len(part))
+
+            vectors = await self._encode_in_chunks(order, frames, a_video_frame)
+        DECODE_SECONDS.labels(media="video").observe(decoding.seconds)
         if order != wanted:  # back to the order asked for, repeats kept
             row = {index: position for position, index in enumerate(order)}
             vectors = vectors[[row[index] for index in wanted]]
