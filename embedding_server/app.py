@@ -1,5 +1,6 @@
-"""The public app: every route (documented, ``/rank``, OpenAI-compatible), error bodies in
-each API's shape, and the limits and access rules of the settings.
+"""The public app: every route (documented, ``/rank``, OpenAI-compatible), the interactive
+docs (``/docs``, served whole by the server), error bodies in each API's shape, and the limits
+and access rules of the settings.
 
 :func:`build_app` makes it from the settings it is given (``service.py`` builds the one it
 serves). Middleware, outermost first: CORS (so that browsers can read every answer, refusals
@@ -22,13 +23,14 @@ from embedding_server import openai_routes, routes
 from embedding_server.http_api.api_keys import ApiKeyMiddleware
 from embedding_server.http_api.body_limit import BodyLimitMiddleware
 from embedding_server.http_api.concurrency_limit import ConcurrencyLimitMiddleware
+from embedding_server.http_api.docs import add_docs, docs_paths
 from embedding_server.http_api.error_bodies import error_response
 from embedding_server.http_api.errors import ApiError, InvalidInput
 from embedding_server.settings import Settings
 from embedding_server.validation_errors import MAX_REPORTED_ERRORS, describe_errors, location
 
 WORK_PATHS = ("/embeddings", "/embeddings/frames", "/v1/embeddings", "/rank")  # the routes that embed: concurrency-limited
-OPEN_PATHS = ("/health",)  # answered without an API key
+OPEN_PATHS = ("/health",)  # answered without an API key, as are the docs pages (docs_paths)
 EXPOSED_HEADERS = ("Retry-After", "WWW-Authenticate")  # what a browser client may read of a refusal
 
 
@@ -38,9 +40,11 @@ def build_app(settings: Settings) -> FastAPI:
     The last middleware added runs first. Each entry-service worker process admits its share
     of ``EMBEDDING_MAX_CONCURRENCY``."""
     app = FastAPI(title="Multimodal embedding server",
-                  description="Text, image and video embeddings with CLIP-style models.")
+                  description="Text, image and video embeddings with CLIP-style models.",
+                  docs_url=None, redoc_url=None)
     app.include_router(routes.router)
     app.include_router(openai_routes.router)
+    add_docs(app, keyed=bool(settings.api_keys), open_paths=OPEN_PATHS)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(ApiError, _on_api_error)
     app.add_exception_handler(HTTPException, _on_http_error)
@@ -49,7 +53,7 @@ def build_app(settings: Settings) -> FastAPI:
                        paths=WORK_PATHS)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s)
     if settings.api_keys:
-        app.add_middleware(ApiKeyMiddleware, keys=settings.api_keys, open_paths=OPEN_PATHS)
+        app.add_middleware(ApiKeyMiddleware, keys=settings.api_keys, open_paths=(*OPEN_PATHS, *docs_paths(app)))
     if settings.cors_allow_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_allow_origins),
                            allow_methods=list(settings.cors_allow_methods),

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
-from embedding_server.http_api.schemas import SafeStr
+from embedding_server.http_api.schemas import MODEL_EXAMPLE, PNG_BASE64_EXAMPLE, Examples, SafeStr
 
 TOKEN_ARRAYS_REFUSED = (
     "input holds token ids; this server embeds text only as strings, tokenised by the served model's "
@@ -34,12 +34,20 @@ class OpenAIEmbeddingRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: SafeStr
-    input: Union[SafeStr, list[SafeStr]]
-    encoding_format: Literal["float", "base64"] = "float"
-    dimensions: Annotated[StrictInt, Field(ge=1)] | None = None
-    user: SafeStr | None = None  # accepted, as OpenAI's, and not used
-    modality: Literal["text", "image"] = "text"
+    model: SafeStr = Field(description="Name of the served model (GET /v1/models lists it).",
+                           examples=[MODEL_EXAMPLE])
+    input: Union[SafeStr, list[SafeStr]] = Field(
+        description="A text or a list of texts; with modality image, an image URL or data: URI, or a list of them.",
+        examples=["A photo of a cat", ["A photo of a cat", "A photo of a dog"]])
+    encoding_format: Literal["float", "base64"] = Field(
+        "float", description="float: lists of numbers; base64: each vector as the base64 of its little-endian "
+                             "float32 bytes.")
+    dimensions: Annotated[StrictInt, Field(ge=1)] | None = Field(
+        None, description="The first dimensions components of each vector, normalised again: models trained "
+                          "with nested dimensions (Qwen3-Embedding) only; others accept their own dimension.",
+        examples=[256])
+    user: SafeStr | None = Field(None, description="Accepted, as OpenAI's, and not used.")
+    modality: Literal["text", "image"] = Field("text", description="What input holds (infinity's extension).")
 
     @field_validator("input", mode="before")
     @classmethod
@@ -60,3 +68,28 @@ class OpenAIEmbeddingRequest(BaseModel):
     @property
     def items(self) -> list[str]:
         return [self.input] if isinstance(self.input, str) else self.input
+
+
+# --- Whole bodies as the API docs show them (OpenAPI named examples: name -> summary, value) ---
+
+def _request_example(summary: str, **fields: Any) -> dict[str, Any]:
+    return {"summary": summary, "value": {"model": MODEL_EXAMPLE, **fields}}
+
+
+OPENAI_REQUEST_EXAMPLES: Examples = {
+    "text": _request_example("A text", input="A photo of a cat"),
+    "texts": _request_example("Several texts, base64 vectors", input=["A photo of a cat", "A photo of a dog"],
+                              encoding_format="base64"),
+    "image_url": _request_example("An image by URL", input="https://example.com/photo.jpg", modality="image"),
+    "image_data_uri": _request_example("An image as a data: URI", input=f"data:image/png;base64,{PNG_BASE64_EXAMPLE}",
+                                       modality="image"),
+}
+OPENAI_RESPONSE_EXAMPLES: Examples = {"list": {"summary": "One embedding object per input, in order", "value": {
+    "object": "list",
+    "data": [{"object": "embedding", "index": 0, "embedding": [0.021, -0.134, 0.452]},
+             {"object": "embedding", "index": 1, "embedding": [0.011, -0.201, 0.318]}],
+    "model": MODEL_EXAMPLE, "usage": {"prompt_tokens": 12, "total_tokens": 12}}}}
+_MODEL_OBJECT = {"id": MODEL_EXAMPLE, "object": "model", "created": 1767225600, "owned_by": "CLIP"}
+OPENAI_MODELS_EXAMPLES: Examples = {"list": {"summary": "The served model, the only one",
+                                             "value": {"object": "list", "data": [_MODEL_OBJECT]}}}
+OPENAI_MODEL_EXAMPLES: Examples = {"model": {"summary": "The served model", "value": _MODEL_OBJECT}}
