@@ -103,12 +103,14 @@ def encoder_resources(settings: Settings) -> dict[str, Any]:
     return dict(ENCODER_RESOURCES)
 
 
-def deployment_envs() -> list[dict[str, str]]:
-    """``DEPLOYMENT_SETTINGS`` as BentoML ``envs``, valued with the settings' defaults."""
+def deployment_envs(settings: Settings) -> list[dict[str, str]]:
+    """``DEPLOYMENT_SETTINGS`` as BentoML ``envs``, valued as ``settings`` has them: a Bento
+    built with ``EMBEDDING_DEVICE=GPU`` declares a GPU for its Encoder, and its image must then
+    say GPU too (the Dockerfile turns these values into ``ENV`` lines), not the default CPU."""
     def text(value: object) -> str:
         return str(value).lower() if isinstance(value, bool) else str(value)
 
-    return [{"name": f"{ENV_PREFIX}{name.upper()}", "value": text(Settings.model_fields[name].default)}
+    return [{"name": f"{ENV_PREFIX}{name.upper()}", "value": text(getattr(settings, name))}
             for name in DEPLOYMENT_SETTINGS]
 
 
@@ -162,7 +164,7 @@ class Encoder:
     resources=ENTRY_RESOURCES,
     # On the entry only: BentoML gives a dependency's declared value precedence over the
     # environment, while the entry's take the environment first and reach the Encoder too.
-    envs=deployment_envs(),
+    envs=deployment_envs(settings),
     http={"port": settings.server_port},
     # No traffic.max_concurrency: the app's ConcurrencyLimitMiddleware answers 429 with a
     # "detail" body and limits /embeddings only, so /health stays answerable under load.

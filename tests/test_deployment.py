@@ -126,6 +126,15 @@ def test_declared_envs_hold_the_settings_defaults(service_module, monkeypatch):
                                                               for name in names}
 
 
+def test_declared_envs_carry_the_build_time_settings(service_module):
+    """What a Bento is built with is what its image sets: a GPU build's Encoder declares a
+    GPU, so its container must not fall back to the CPU default."""
+    built = Settings(device="GPU", torch_threads=3)
+    values = {env["name"]: env["value"] for env in service_module.deployment_envs(built)}
+    assert values[f"{ENV_PREFIX}DEVICE"] == "GPU" and values[f"{ENV_PREFIX}TORCH_THREADS"] == "3"
+    assert values[f"{ENV_PREFIX}USE_OV"] == "false"
+
+
 def test_the_model_argument_names_the_model(service_module, monkeypatch):
     monkeypatch.delenv("EMBEDDING_MODEL_NAME")
     arguments = service_module.BuildArguments(model="clip-vit-b-32")
