@@ -23,6 +23,7 @@ from embedding_server import openai_routes, routes
 from embedding_server.http_api.api_keys import ApiKeyMiddleware
 from embedding_server.http_api.body_limit import BodyLimitMiddleware
 from embedding_server.http_api.concurrency_limit import ConcurrencyLimitMiddleware
+from embedding_server.http_api.cors import cors_options
 from embedding_server.http_api.docs import add_docs, docs_paths
 from embedding_server.http_api.error_bodies import error_response
 from embedding_server.http_api.errors import ApiError, InvalidInput
@@ -31,7 +32,6 @@ from embedding_server.validation_errors import MAX_REPORTED_ERRORS, describe_err
 
 WORK_PATHS = ("/embeddings", "/embeddings/frames", "/v1/embeddings", "/rank")  # the routes that embed: concurrency-limited
 OPEN_PATHS = ("/health",)  # answered without an API key, as are the docs pages (docs_paths)
-EXPOSED_HEADERS = ("Retry-After", "WWW-Authenticate")  # what a browser client may read of a refusal
 
 
 def build_app(settings: Settings) -> FastAPI:
@@ -54,11 +54,8 @@ def build_app(settings: Settings) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s)
     if settings.api_keys:
         app.add_middleware(ApiKeyMiddleware, keys=settings.api_keys, open_paths=(*OPEN_PATHS, *docs_paths(app)))
-    if settings.cors_allow_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_allow_origins),
-                           allow_methods=list(settings.cors_allow_methods),
-                           allow_headers=list(settings.cors_allow_headers), max_age=settings.cors_max_age_s,
-                           expose_headers=EXPOSED_HEADERS)
+    if (cors := cors_options(settings)) is not None:
+        app.add_middleware(CORSMiddleware, **cors)
     return app
 
 

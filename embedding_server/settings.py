@@ -120,6 +120,9 @@ class Settings(BaseSettings):
     image_max_batch_size: int = Field(16, ge=2)
     max_latency_ms: int = Field(20_000, ge=10)  # longest wait for a batch before a 503
     max_concurrency: int = Field(512, ge=1)  # /embeddings requests in flight before a 429
+    # Background jobs in flight per server (split across the entry workers like max_concurrency)
+    # before a submit or retry is refused 429: each running job holds its body in memory.
+    max_jobs: int = Field(8, ge=1)
     request_timeout_s: float = Field(120.0, gt=0)
     entry_workers: int = Field(1, ge=1, le=64)  # entry-service processes (decoding, HTTP)
     torch_threads: int = Field(0, ge=0, le=1024)  # Encoder intra-op threads; 0: PyTorch's default

@@ -27,6 +27,7 @@ from embedding_server.encoder import metrics as encoder_metrics
 from embedding_server.encoder.coalescing import Coalescer
 from embedding_server.http_api import metrics as entry_metrics
 from embedding_server.http_api.errors import ApiError
+from embedding_server.http_api.request_timeout import RequestTimeoutMiddleware
 from embedding_server.media.remote import fetch_url
 from embedding_server.settings import Settings
 from helpers import SERVED_API_KEY, TEST_MODEL_ID, embedding_body
@@ -122,6 +123,24 @@ def test_openai_and_rank_requests_are_counted_with_the_status_they_are_answered(
         ranked = {"model": TEST_MODEL_ID, "query": {"type": "text", "text": "q"}, "candidates": ["x", "y"]}
         assert api_client.post("/rank", json=ranked).status_code == 200
     assert delta == {"openai text": 1, "openai wrong model": 1, "rank": 1, "texts": 5}
+
+
+def test_a_request_cut_by_the_request_timeout_is_counted_504():
+    """The time-out cancels the route's work: the request is counted with the 504 it is
+    answered (a client that disconnects cancels nothing: its request is counted as answered)."""
+    async def route(scope, receive, send) -> None:
+        with entry_metrics.counted_request("/embeddings", "video_url"):
+            await asyncio.sleep(60)
+
+    async def scenario() -> httpx.Response:
+        app = RequestTimeoutMiddleware(route, timeout=0.05)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+            return await client.post("/embeddings", json={})
+
+    with changes(in_process, {"timed out": request("/embeddings", "video_url", 504),
+                              "all": ("embedding_requests_total", {"input_type": "video_url"})}) as delta:
+        assert asyncio.run(scenario()).status_code == 504
+    assert delta == {"timed out": 1, "all": 1}
 
 
 def test_a_video_counts_its_frames_and_its_decoding_wait(api_client, tmp_path):

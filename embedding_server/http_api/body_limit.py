@@ -102,4 +102,6 @@ class BodyLimitMiddleware:
             await refuse(scope, send, ApiError(413, self.too_large))
             return
         if chunks is not None:  # None: the client has gone, there is no one to answer
-            await self.app(scope, replaying(chunks, receive), send)
+            replay = replaying(chunks, receive)
+            del chunks  # the replay holds the body now, and lets each chunk go once handed out
+            await self.app(scope, replay, send)

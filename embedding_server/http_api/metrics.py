@@ -14,6 +14,7 @@ would leave a metrics file of its own behind.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from contextlib import contextmanager
 from typing import Iterator
@@ -66,20 +67,36 @@ PREPROCESS_SECONDS = Histogram(
 )
 
 
+TIMED_OUT = 504  # the status a request cancelled in flight is counted with (counted_request)
+
+
+def count_request(route: str, input_type: str, status: int) -> None:
+    """One answered request (or ended background job) in :data:`REQUESTS`."""
+    REQUESTS.labels(route, input_type, str(status)).inc()
+
+
 @contextmanager
 def counted_request(route: str, input_type: str) -> Iterator[None]:
     """Counts the request the block answers in :data:`REQUESTS`: 200, or the status its
-    :class:`ApiError` is answered with on ``route``, or 500. A cancelled request (the client
-    went away) is not counted."""
+    :class:`ApiError` is answered with on ``route``, or 500.
+
+    A request cancelled in flight is counted 504 (:data:`TIMED_OUT`): while the server runs,
+    only the request time-out (embedding_server/http_api/request_timeout.py) cancels a
+    request, and it answers 504. A client that disconnects does not cancel its request
+    (uvicorn lets the handler run on and drops its answer), so that one is counted with the
+    status it was answered; the rare request cancelled by a shutdown counts 504 too."""
     try:
         yield
     except ApiError as error:
-        REQUESTS.labels(route, input_type, str(error_payload(route, error)[0])).inc()
+        count_request(route, input_type, error_payload(route, error)[0])
+        raise
+    except asyncio.CancelledError:
+        count_request(route, input_type, TIMED_OUT)
         raise
     except Exception:
-        REQUESTS.labels(route, input_type, "500").inc()
+        count_request(route, input_type, 500)
         raise
-    REQUESTS.labels(route, input_type, "200").inc()
+    count_request(route, input_type, 200)
 
 
 class Stopwatch:
