@@ -132,11 +132,13 @@ def tiny_import() -> Callable[[str], Path]:
 
 @dataclass(frozen=True)
 class KeyedServer:
-    """A served tiny CLIP: its URL, its log, and the video root its ``video_file`` inputs name."""
+    """A served tiny CLIP: its URL, its log, the video root its ``video_file`` inputs name, and
+    its background jobs' result store."""
 
     url: str
     log: Path
     video_root: Path
+    result_store: Path
 
 
 @pytest.fixture(scope="session")
@@ -149,9 +151,12 @@ def keyed_server(tiny_entry: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     video_root = directory / "videos"
     video_root.mkdir()
     env = {**os.environ, "EMBEDDING_MODEL_NAME": TEST_MODEL_ID, "EMBEDDING_API_KEYS": SERVED_API_KEY,
-           "EMBEDDING_CORS_ALLOW_ORIGINS": SERVED_ORIGIN, "EMBEDDING_VIDEO_ROOT": str(video_root)}
+           "EMBEDDING_CORS_ALLOW_ORIGINS": SERVED_ORIGIN, "EMBEDDING_VIDEO_ROOT": str(video_root),
+           # Its own job store: every `bentoml serve` deletes the store of its BENTOML_HOME at
+           # start, and the other served tests share the session's.
+           "BENTOML_RESULT_STORE": str(directory / "task_result.db")}
     with served(env, directory / "server.log") as (url, _):
-        yield KeyedServer(url, directory / "server.log", video_root)
+        yield KeyedServer(url, directory / "server.log", video_root, directory / "task_result.db")
 
 
 @pytest.fixture(scope="session")

@@ -225,4 +225,4 @@ def test_the_bento_records_the_argument_resources_and_envs(built_bento, service_
     assert configs["encoder"]["resources"] == service_module.Encoder.config["resources"]
     assert configs["embedding_service"]["resources"] == service_module.EmbeddingService.config["resources"]
     recorded = {env["name"]: env["value"] for env in info["envs"]}
-    assert {env["name"]: env["value"] for env in service_module.deployment_envs()}.items() <= recorded.items()
+    assert {env["name"]: env["value"] for env in service_module.deployment_envs(service_module.settings)}.items() <= recorded.items()

@@ -171,8 +171,7 @@ def test_a_text_job_completes_is_counted_and_keeps_no_key_in_the_result_store(ke
     assert ended(keyed_server.url, task_id) == "completed"
     assert poll(lambda: jobs_counted() == counted + 1, 10, interval_s=0.1)  # once, as it ended
     assert result(keyed_server.url, task_id).json() == synchronous(keyed_server.url, payload).json()
-    store = Path(jobs.BentoMLContainer.result_store_file.get())
-    with sqlite3.connect(store) as db:
+    with sqlite3.connect(keyed_server.result_store) as db:
         stored = db.execute("SELECT input FROM result WHERE task_id = ?", (task_id,)).fetchone()
     assert stored is not None and SERVED_API_KEY.encode() not in stored[0]
 
