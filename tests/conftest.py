@@ -141,30 +141,46 @@ class KeyedServer:
     result_store: Path
 
 
+def private_home(model_id: str, directory: Path) -> Path:
+    """A BentoML home of its own under ``directory`` holding a tiny entry of ``model_id``.
+
+    A server that lives the whole session needs one: every ``bentoml serve`` empties its
+    home's Prometheus directory and deletes its job store at start, so servers sharing a home
+    would wipe each other's metrics and jobs."""
+    from importer.store import import_model
+    from models.catalogue import find_model
+    from runners.contract import WeightSource
+
+    home = directory / "home"
+    with model_store_at(home / "models"):
+        import_model(find_model(model_id), WeightSource("random", tiny=True))
+    return home
+
+
 @pytest.fixture(scope="session")
-def keyed_server(tiny_entry: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeyedServer]:
+def keyed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeyedServer]:
     """``bentoml serve`` of the tiny CLIP with API keys (``SERVED_API_KEY``) and CORS
     (``SERVED_ORIGIN``) on, started once for the end-to-end tests of the clients."""
     from serving import served
 
     directory = tmp_path_factory.mktemp("serve-keyed")
+    home = private_home(TEST_MODEL_ID, directory)
     video_root = directory / "videos"
     video_root.mkdir()
-    env = {**os.environ, "EMBEDDING_MODEL_NAME": TEST_MODEL_ID, "EMBEDDING_API_KEYS": SERVED_API_KEY,
-           "EMBEDDING_CORS_ALLOW_ORIGINS": SERVED_ORIGIN, "EMBEDDING_VIDEO_ROOT": str(video_root),
-           # Its own job store: every `bentoml serve` deletes the store of its BENTOML_HOME at
-           # start, and the other served tests share the session's.
-           "BENTOML_RESULT_STORE": str(directory / "task_result.db")}
+    env = {**os.environ, "BENTOML_HOME": str(home), "EMBEDDING_MODEL_NAME": TEST_MODEL_ID,
+           "EMBEDDING_API_KEYS": SERVED_API_KEY, "EMBEDDING_CORS_ALLOW_ORIGINS": SERVED_ORIGIN,
+           "EMBEDDING_VIDEO_ROOT": str(video_root)}
     with served(env, directory / "server.log") as (url, _):
-        yield KeyedServer(url, directory / "server.log", video_root, directory / "task_result.db")
+        yield KeyedServer(url, directory / "server.log", video_root, home / "task_result.db")
 
 
 @pytest.fixture(scope="session")
-def qwen_server(tiny_import: Callable[[str], Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def qwen_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``bentoml serve`` of a tiny Qwen3-Embedding entry (text only, Matryoshka dimensions)."""
     from serving import served
 
-    home = tiny_import(QWEN_MODEL_ID).parents[2]
-    log = tmp_path_factory.mktemp("serve-qwen") / "server.log"
-    with served({**os.environ, "BENTOML_HOME": str(home), "EMBEDDING_MODEL_NAME": QWEN_MODEL_ID}, log) as (url, _):
+    directory = tmp_path_factory.mktemp("serve-qwen")
+    env = {**os.environ, "BENTOML_HOME": str(private_home(QWEN_MODEL_ID, directory)),
+           "EMBEDDING_MODEL_NAME": QWEN_MODEL_ID}
+    with served(env, directory / "server.log") as (url, _):
         yield url
