@@ -2,8 +2,8 @@
 
 The one path to vectors of every API (the documented ``POST /embeddings``, the
 OpenAI-compatible ``/v1/embeddings``, ``POST /rank``, ``POST /embeddings/frames``), with one
-set of limits: each names the items of its own request (``text[3]``, ``input[3]``, ``candidates[3]``) through a
-:data:`NameOf`.
+set of limits: each names the items of its own request (``text[3]``, ``input[3]``,
+``candidates[3]``) through a :data:`NameOf`.
 
 Blocking work (base64 and image decoding, resizing) runs in worker threads so the event
 loop stays free; only compact uint8 pixel arrays and strings go to the Encoder.
@@ -29,6 +29,7 @@ from embedding_server.http_api.schemas import (
     ImageUrlInput,
     ModelInfo,
     TextInput,
+    VideoInput,
 )
 from embedding_server.media.blocking import all_or_error
 from embedding_server.media.images import decode_base64, decode_image
@@ -122,7 +123,7 @@ class EmbeddingPipeline:
                                                                  names_in("image", flat)))
         elif isinstance(item, VIDEO_INPUTS):
             flat = False
-            vectors = embedded("video_frame", await self._video.embed(item, self._require_images("Video")))
+            vectors = (await self._video_frames(item)).vectors
         else:  # the request schema admits no other type
             raise InvalidInput(f"unsupported input type {item.type!r}")
         return encode_embedding(vectors, flat=flat, encoding_format=request.encoding_format)
@@ -131,7 +132,11 @@ class EmbeddingPipeline:
         """``POST /embeddings/frames``: the vectors ``POST /embeddings`` gives for the same
         video input, and the frame number and time of each."""
         await self._ready(request.model)
-        found = await self._video.embed_frames(request.input, self._require_images("Video"))
+        return await self._video_frames(request.input)
+
+    async def _video_frames(self, item: VideoInput) -> FrameVectors:
+        """A video input's frames, counted as embedded; the one way both routes take."""
+        found = await self._video.embed_frames(item, self._require_images("Video"))
         embedded("video_frame", found.vectors)
         return found
 
