@@ -90,7 +90,7 @@ ENTRY_CONCURRENCY = 64
 # (EMBEDDING_API_KEYS, the host and origin lists) are left out, as BentoML refuses to start
 # when a declared variable has no value and is unset; so is EMBEDDING_MODEL_NAME, which a
 # Bento takes from its build argument.
-DEPLOYMENT_SETTINGS = ("device", "use_ov", "entry_workers", "max_concurrency", "request_timeout_s",
+DEPLOYMENT_SETTINGS = ("device", "use_ov", "precision", "entry_workers", "max_concurrency", "request_timeout_s",
                        "max_latency_ms", "torch_threads", "torch_lanes")
 
 

@@ -57,14 +57,14 @@ class Variant:
     @property
     def label(self) -> str:
         streams = f", {self.streams} streams" if self.streams else ""
-        precision = f"auto ({device_precision()})" if self.precision == "auto" else self.precision
+        precision = f"fast ({device_precision()})" if self.precision == "fast" else "exact (f32)"
         return f"OpenVINO {self.hint}{streams}, {precision}"
 
     def settings(self, cache: Path) -> Settings:
         from embedding_server.settings import Settings
 
         return Settings(ov_cache_dir=cache, ov_performance_hint=self.hint, ov_num_streams=self.streams,
-                        ov_inference_precision=self.precision)
+                        precision=self.precision)
 
 
 @dataclass
@@ -89,12 +89,12 @@ def device_precision() -> str:
 
 def variants() -> list[Variant]:
     """The server's defaults first, then the alternatives tried: two streams (one per core
-    here), f32, and OpenVINO's own precision for the CPU where that is not f32 (bf16)."""
+    here), exact (f32), and fast (OpenVINO's own precision for the CPU) where that is not f32."""
     from embedding_server.settings import Settings
 
     default = Settings()
-    alternatives = ["f32", "auto"] if device_precision() != "f32" else ["f32"]
-    precisions = list(dict.fromkeys([default.ov_inference_precision, *alternatives]))
+    alternatives = ["exact", "fast"] if device_precision() != "f32" else ["exact"]
+    precisions = list(dict.fromkeys([default.precision, *alternatives]))
     tried = [Variant(hint, precision, streams) for precision in precisions
              for hint, streams in ((default.ov_performance_hint, default.ov_num_streams), ("THROUGHPUT", 2))]
     return list(dict.fromkeys(tried))
@@ -210,7 +210,7 @@ def section(results: dict[str, dict[str, list[Sweep]]], command: str, seconds: f
         "size (at least one call), after one warm-up call; a rate is items over the time of its calls.",
         f"- The server's OpenVINO defaults are the first OpenVINO row ({default}); the other rows are the "
         "alternatives tried, selectable with `EMBEDDING_OV_PERFORMANCE_HINT`, `EMBEDDING_OV_NUM_STREAMS` and "
-        "`EMBEDDING_OV_INFERENCE_PRECISION`.",
+        "`EMBEDDING_PRECISION`.",
         "- Other load hurts PyTorch more than OpenVINO: each PyTorch operator waits for its slowest "
         "OpenMP thread, so a thread that loses its core to another process stalls the whole pass "
         "(worst at small batches, where operators are short), while OpenVINO's work-stealing pool "

@@ -73,24 +73,28 @@ def runner_options(settings: Settings) -> RunnerOptions:
 
 
 def openvino_options(settings: Settings) -> OpenVinoOptions:
-    """OpenVINO properties from the ``EMBEDDING_OV_*`` settings (unset ones: OpenVINO's own)."""
+    """OpenVINO properties from the ``EMBEDDING_OV_*`` settings (unset ones: OpenVINO's own)
+    and ``EMBEDDING_PRECISION``: ``exact`` asks for f32, ``fast`` and ``int8`` leave the
+    float precision to OpenVINO (bf16 on CPUs with native bf16, f16 on GPUs, else f32)."""
     options: dict[str, Any] = {"PERFORMANCE_HINT": settings.ov_performance_hint}
     if settings.ov_num_streams is not None:
         options["NUM_STREAMS"] = settings.ov_num_streams
     if settings.ov_inference_threads is not None:
         options["INFERENCE_NUM_THREADS"] = settings.ov_inference_threads
-    if settings.ov_inference_precision != "auto":
-        options["INFERENCE_PRECISION_HINT"] = settings.ov_inference_precision
-    return OpenVinoOptions(compile_options=options, cache_dir=settings.ov_cache_dir)
+    if settings.precision == "exact":
+        options["INFERENCE_PRECISION_HINT"] = "f32"
+    return OpenVinoOptions(compile_options=options, cache_dir=settings.ov_cache_dir, int8=settings.precision == "int8")
 
 
 def load_runner(model: CatalogueModel, entry: StoredEntry, settings: Settings) -> EmbeddingRunner:
     """The Encoder's runner: OpenVINO (``EMBEDDING_USE_OV``, converting the entry's encoders
-    on its first start) or PyTorch, on the CPU as concurrent slices where that helps
-    (:mod:`runners.backends.cpu_lanes`)."""
+    on its first start) or PyTorch, at ``EMBEDDING_PRECISION`` (for PyTorch a process-wide
+    math mode, :mod:`runners.backends.torch_precision`), on the CPU as concurrent slices where
+    that helps (:mod:`runners.backends.cpu_lanes`)."""
     import torch
 
-    from runners.backends import cpu_lanes
+    from runners.backends import cpu_lanes, torch_precision
+    from runners.backends.devices import torch_device
 
     if settings.torch_threads:  # 0 keeps PyTorch's default: one thread per core
         torch.set_num_threads(settings.torch_threads)
@@ -100,8 +104,9 @@ def load_runner(model: CatalogueModel, entry: StoredEntry, settings: Settings) -
 
         return openvino_backend.load_runner(model.adapter, entry.directory, entry.tag, options,
                                             openvino_options(settings))
-    return cpu_lanes.sliced_on_cpu(model.adapter.load_runner(entry.directory, options), settings.device,
-                                   settings.torch_lanes, torch.get_num_threads())
+    runner = model.adapter.load_runner(entry.directory, options)
+    runner.precision = torch_precision.apply(settings.precision, torch_device(settings.device))
+    return cpu_lanes.sliced_on_cpu(runner, settings.device, settings.torch_lanes, torch.get_num_threads())
 
 
 def model_info(model: CatalogueModel, runner: EmbeddingRunner, entry: StoredEntry, device: str) -> ModelInfo:
@@ -115,6 +120,7 @@ def model_info(model: CatalogueModel, runner: EmbeddingRunner, entry: StoredEntr
         context_length=model.context_length,
         device=runner.device or device,
         backend=runner.backend,
+        precision=runner.precision,
         weights=entry.labels.get(WEIGHTS_LABEL, "pretrained"),
         variant=entry.labels.get(VARIANT_LABEL, "full"),
         store_tag=entry.tag,

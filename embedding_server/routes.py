@@ -66,7 +66,7 @@ async def list_models(pipeline: EmbeddingPipeline = Depends(current_pipeline)) -
 async def current_model(pipeline: EmbeddingPipeline = Depends(current_pipeline)) -> CurrentModel:
     info = await pipeline.model_info()
     return CurrentModel(model=info.id, device=info.device, use_openvino=info.backend == "openvino",
-                        backend=info.backend, weights=info.weights, variant=info.variant,
+                        backend=info.backend, precision=info.precision, weights=info.weights, variant=info.variant,
                         store_tag=info.store_tag, dimension=info.dimension)
 
 

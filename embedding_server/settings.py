@@ -47,14 +47,16 @@ class Settings(BaseSettings):
     server_port: int = Field(8000, ge=1, le=65535)
     device: str = "CPU"
     use_ov: bool = False
+    # How the model computes (bench/RESULTS.md, "Precision"): exact, float32 as trained; fast,
+    # the device's native reduced precision where it has one (bf16 on CPUs with AVX512-BF16 or
+    # AMX, TF32 on CUDA GPUs, OpenVINO's own default on its devices), else float32; int8
+    # (OpenVINO only), the encoders quantised to int8 by NNCF, once per entry.
+    precision: Literal["exact", "fast", "int8"] = "fast"
 
     # --- OpenVINO (use_ov): how the converted encoders are compiled; None: OpenVINO's choice ---
     ov_performance_hint: Literal["LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT"] = "LATENCY"
     ov_num_streams: int | None = Field(None, ge=1)
     ov_inference_threads: int | None = Field(None, ge=1)
-    # f32 computes as PyTorch does; auto: OpenVINO's default for the device (bf16 on CPUs with
-    # native bf16, f16 on GPUs, else f32), faster where that is not f32, less exact.
-    ov_inference_precision: Literal["f32", "bf16", "f16", "auto"] = "f32"
     # Where entries imported without --openvino get their converted encoders on first start;
     # None: <BENTOML_HOME>/openvino.
     ov_cache_dir: Path | None = None
@@ -159,13 +161,20 @@ class Settings(BaseSettings):
             raise ValueError("expected CPU, GPU, GPU.<n> or AUTO")
         return upper
 
-    @field_validator("ov_performance_hint", "ov_inference_precision", mode="before")
+    @field_validator("ov_performance_hint", "precision", mode="before")
     @classmethod
     def _normalise_case(cls, value: object, info: ValidationInfo) -> object:
         if not isinstance(value, str):
             return value
         value = value.strip()
         return value.upper() if info.field_name == "ov_performance_hint" else value.lower()
+
+    @field_validator("precision")
+    @classmethod
+    def _int8_on_openvino(cls, value: str, info: ValidationInfo) -> str:
+        if value == "int8" and info.data.get("use_ov") is False:
+            raise ValueError("int8 is computed by the OpenVINO backend only: set EMBEDDING_USE_OV=true too")
+        return value
 
     @field_validator("model_name")
     @classmethod

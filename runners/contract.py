@@ -79,11 +79,13 @@ DEFAULT_RUNNER_OPTIONS = RunnerOptions()
 
 @dataclass(frozen=True)
 class OpenVinoOptions:
-    """How an entry's converted encoders are compiled: OpenVINO properties, and where IR of
-    entries imported without it is cached (``None``: ``<BENTOML_HOME>/openvino``)."""
+    """How an entry's converted encoders are compiled: OpenVINO properties, whether from the
+    int8 IR, and where IR of entries imported without it is cached (``None``:
+    ``<BENTOML_HOME>/openvino``)."""
 
     compile_options: Mapping[str, Any] = field(default_factory=dict)
     cache_dir: Path | None = None
+    int8: bool = False  # compile the entry's int8 IR (runners/backends/openvino_int8.py)
 
 
 @dataclass(frozen=True)
@@ -130,13 +132,15 @@ class EmbeddingRunner(ABC):
     """A loaded model: batches in, L2-normalised float32 vectors out.
 
     ``backend`` names the runtime; ``device`` is the device in use where the runner resolves
-    it itself (``None``: the configured one).
+    it itself (``None``: the configured one); ``precision`` is what its matmuls compute in
+    (``f32``, ``bf16``, ``tf32``, ``f16``, ``int8``).
     """
 
     dimension: int
     text_inputs: TextInputs
     backend: str = "pytorch"
     device: str | None = None
+    precision: str = "f32"
 
     @abstractmethod
     def encode_text(self, texts: list[str]) -> np.ndarray:

@@ -41,6 +41,7 @@ def test_current_model_reports_runtime_and_random_weights(api_client):
     assert body["model"] == MODEL
     assert (body["device"], body["use_openvino"], body["backend"]) == ("CPU", False, "pytorch")
     assert (body["weights"], body["variant"], body["dimension"]) == ("random", "tiny", 512)
+    assert body["precision"] == "f32"  # the runner as the adapter loads it, without the Encoder's math mode
     assert body["store_tag"].startswith("clip-vit-b-32:")
 
 

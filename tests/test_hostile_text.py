@@ -153,7 +153,7 @@ class RecordingEncoder:
 
     async def info(self) -> ModelInfo:
         return ModelInfo(id="x", dimension=self.dimension, modalities=["text"], image_size=None,
-                         context_length=77, device="CPU", backend="pytorch", weights="random",
+                         context_length=77, device="CPU", backend="pytorch", precision="f32", weights="random",
                          variant="tiny", store_tag="test")
 
 

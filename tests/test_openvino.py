@@ -19,13 +19,16 @@ from embedding_server.composition import openvino_options, runner_options
 from embedding_server.settings import Settings, SettingsError, load_settings
 from models.catalogue import CatalogueModel, find_model
 from importer.store import import_model
-from runners.backends import openvino_backend, openvino_export
+from runners.backends import openvino_backend, openvino_export, openvino_int8
 from runners.contract import EmbeddingRunner, WeightSource
 from helpers import embedding_body
 from samples import DISTINCT, b64, encoded, random_image, smallest_gap, unit_cosines
 from serving import served
 
-PARITY = 0.999  # the issue's bar; at the default f32 precision the conversion holds 1e-5
+PARITY = 0.999  # the issue's bar; at the exact precision (f32) the conversion holds 1e-5
+# int8 against float32 on the tiny random towers, smallest and mean cosine (a broken
+# quantisation is near 0); bench/RESULTS.md ("Precision") measures full-size and real weights.
+INT8_PARITY = (0.9, 0.98)
 F32_PARITY = 0.99999
 CLIP = "CLIP/clip-vit-b-32"  # imported with --openvino; the other families convert on first load
 FAMILIES = [CLIP, "MobileCLIP/mobileclip_b", "MobileCLIP/mobileclip_s0", "SigLIP/siglip2-vit-b-16",
@@ -44,7 +47,7 @@ def cache_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def ov_settings(cache_root: Path) -> Settings:
-    return Settings(ov_cache_dir=cache_root)
+    return Settings(ov_cache_dir=cache_root, precision="exact")
 
 
 @dataclass
@@ -171,19 +174,59 @@ def test_conversion_happens_once(pair: Pair, ov_settings: Settings):
 
 
 def test_throughput_hint_and_the_devices_own_precision(imported_clip: tuple[Path, str], cache_root: Path):
-    """Under THROUGHPUT with two streams a batch runs as two parallel requests; at OpenVINO's
-    own precision for the device (bf16 on CPUs that have it) the vectors stay within the bar."""
+    """Under THROUGHPUT with two streams a batch runs as two parallel requests; at the fast
+    precision, OpenVINO's own for the device (bf16 on CPUs that have it), the vectors stay
+    within the bar."""
     settings = Settings(ov_cache_dir=cache_root, ov_performance_hint="THROUGHPUT", ov_num_streams=2,
-                        ov_inference_threads=2, ov_inference_precision="auto")
+                        ov_inference_threads=2, precision="fast")
     pair = load_pair(find_model(CLIP), *imported_clip, settings)
     compiled = pair.openvino._image.compiled
     assert compiled.get_property("NUM_STREAMS") == 2
     assert compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS") == 2
     device_default = ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT")
     assert compiled.get_property("INFERENCE_PRECISION_HINT") == device_default
+    assert pair.openvino.precision == device_default.to_string()
     pixels = prepared_pixels(pair, 7)
     assert (unit_cosines(pair.openvino.encode_images(pixels), pair.torch.encode_images(pixels)) > PARITY).all()
     assert (unit_cosines(pair.openvino.encode_text(TEXTS), pair.torch.encode_text(TEXTS)) > PARITY).all()
+
+
+@pytest.mark.parametrize("family", [CLIP, "CN-CLIP/cn-clip-vit-b-16"])
+def test_int8_is_quantised_once_and_stays_near_float32(family: str, imported_clip: tuple[Path, str],
+                                                       tiny_import: Callable[[str], Path], cache_root: Path):
+    """EMBEDDING_PRECISION=int8 compiles an int8 IR (NNCF's FakeQuantize before the matmuls),
+    quantised into the cache once, whose vectors stay near PyTorch's float32 ones."""
+    model = find_model(family)
+    if family == CLIP:
+        directory, tag = imported_clip
+    else:
+        directory = tiny_import(family)
+        tag = f"{directory.parent.name}:{directory.name}"
+    settings = Settings(ov_cache_dir=cache_root, use_ov=True, precision="int8")
+    pair = load_pair(model, directory, tag, settings)
+    assert pair.openvino.precision == "int8"
+    int8_dir = openvino_int8.int8_ir(model.adapter, directory, tag, cache_root)
+    assert int8_dir.parent == openvino_export.cache_dir_for(tag, cache_root).parent
+    towers = sorted(path.name for path in int8_dir.glob("*.xml"))
+    assert towers == sorted([openvino_export.TEXT_IR] + ([openvino_export.IMAGE_IR] if model.supports_images else []))
+    for tower in towers:
+        operations = {node.get_type_name() for node in ov.Core().read_model(int8_dir / tower).get_ops()}
+        assert "FakeQuantize" in operations, tower
+    written = {path: path.stat().st_mtime_ns for path in int8_dir.iterdir()}
+    again = openvino_runner(model, directory, tag, settings)
+    assert {path: path.stat().st_mtime_ns for path in int8_dir.iterdir()} == written
+    cosines = [unit_cosines(again.encode_text(TEXTS), pair.torch.encode_text(TEXTS))]
+    if model.supports_images:
+        pixels = prepared_pixels(pair, 5)
+        cosines.append(unit_cosines(again.encode_images(pixels), pair.torch.encode_images(pixels)))
+    for tower in cosines:
+        assert tower.min() > INT8_PARITY[0] and tower.mean() > INT8_PARITY[1], tower
+
+
+def test_int8_needs_openvino(monkeypatch):
+    monkeypatch.setenv("EMBEDDING_PRECISION", "int8")
+    with pytest.raises(SettingsError, match="EMBEDDING_PRECISION='int8'.*EMBEDDING_USE_OV=true"):
+        load_settings()
 
 
 def test_an_unavailable_device_names_the_devices_openvino_sees():
@@ -196,7 +239,7 @@ def test_an_unavailable_device_names_the_devices_openvino_sees():
 @pytest.mark.parametrize("name, value", [("EMBEDDING_OV_PERFORMANCE_HINT", "fastest"),
                                          ("EMBEDDING_OV_NUM_STREAMS", "0"),
                                          ("EMBEDDING_OV_INFERENCE_THREADS", "many"),
-                                         ("EMBEDDING_OV_INFERENCE_PRECISION", "f8"),
+                                         ("EMBEDDING_PRECISION", "f8"),
                                          ("EMBEDDING_OV_CACHE_DIR", "relative/dir")])
 def test_invalid_openvino_settings_name_the_variable(monkeypatch, name, value):
     monkeypatch.setenv(name, value)
@@ -207,11 +250,15 @@ def test_invalid_openvino_settings_name_the_variable(monkeypatch, name, value):
 def test_openvino_settings_become_compile_options(monkeypatch):
     monkeypatch.setenv("EMBEDDING_OV_PERFORMANCE_HINT", "cumulative_throughput")
     monkeypatch.setenv("EMBEDDING_OV_NUM_STREAMS", "3")
-    monkeypatch.setenv("EMBEDDING_OV_INFERENCE_PRECISION", "BF16")
+    monkeypatch.setenv("EMBEDDING_PRECISION", "Exact")
     assert openvino_options(load_settings()).compile_options == {
-        "PERFORMANCE_HINT": "CUMULATIVE_THROUGHPUT", "NUM_STREAMS": 3, "INFERENCE_PRECISION_HINT": "bf16"}
-    monkeypatch.setenv("EMBEDDING_OV_INFERENCE_PRECISION", "auto")
-    assert "INFERENCE_PRECISION_HINT" not in openvino_options(load_settings()).compile_options
+        "PERFORMANCE_HINT": "CUMULATIVE_THROUGHPUT", "NUM_STREAMS": 3, "INFERENCE_PRECISION_HINT": "f32"}
+    monkeypatch.setenv("EMBEDDING_USE_OV", "true")
+    for precision in ("fast", "int8"):
+        monkeypatch.setenv("EMBEDDING_PRECISION", precision)
+        options = openvino_options(load_settings())
+        assert "INFERENCE_PRECISION_HINT" not in options.compile_options
+        assert options.int8 == (precision == "int8")
 
 
 # --------------------------------------------------------------------------- served over HTTP
@@ -222,7 +269,8 @@ def ov_server(imported_clip: tuple[Path, str], tmp_path_factory: pytest.TempPath
     """``bentoml serve`` with EMBEDDING_USE_OV=true on the home of the --openvino import."""
     home = imported_clip[0].parents[2]
     log = tmp_path_factory.mktemp("serve-openvino") / "server.log"
-    env = {**os.environ, "BENTOML_HOME": str(home), "EMBEDDING_MODEL_NAME": CLIP, "EMBEDDING_USE_OV": "true"}
+    env = {name: value for name, value in os.environ.items() if name != "EMBEDDING_PRECISION"}  # the default
+    env.update({"BENTOML_HOME": str(home), "EMBEDDING_MODEL_NAME": CLIP, "EMBEDDING_USE_OV": "true"})
     with served(env, log) as (url, _):
         yield url
 
@@ -233,6 +281,8 @@ def test_served_with_openvino_equals_pytorch(ov_server: str, imported_clip: tupl
     current = httpx.get(f"{ov_server}/model/current").json()
     assert (current["model"], current["device"], current["use_openvino"], current["backend"]) == (
         CLIP, "CPU", True, "openvino")
+    # The default precision, fast: OpenVINO's own for the CPU.
+    assert current["precision"] == ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").to_string()
     # The IR came with the entry: the server converted nothing into its cache.
     assert openvino_export.has_ir(imported_entry / openvino_export.IR_DIR)
     assert not (imported_entry.parents[2] / openvino_export.IR_DIR).exists()
@@ -250,5 +300,5 @@ def test_served_with_openvino_equals_pytorch(ov_server: str, imported_clip: tupl
 
     text_vectors = embed({"type": "text", "text": texts})
     image_vector = embed({"type": "image_base64", "image_base64": b64(encoded(image))})
-    assert (unit_cosines(text_vectors, reference.encode_text(texts)) > F32_PARITY).all()
-    assert unit_cosines(image_vector, expected_image)[0] > F32_PARITY
+    assert (unit_cosines(text_vectors, reference.encode_text(texts)) > PARITY).all()
+    assert unit_cosines(image_vector, expected_image)[0] > PARITY

@@ -189,6 +189,7 @@ class ModelInfo(BaseModel):
     context_length: int
     device: str
     backend: str
+    precision: str
     weights: str
     variant: str
     store_tag: str
@@ -199,6 +200,8 @@ class CurrentModel(BaseModel):
     device: str = Field(description="Where the model computes.", examples=["CPU"])
     use_openvino: bool = Field(description="Whether the OpenVINO backend runs it.", examples=[False])
     backend: str = Field(description="The inference backend.", examples=["torch"])
+    precision: str = Field(description="What the model's matmuls compute in (EMBEDDING_PRECISION): "
+                           "f32, bf16, tf32, f16 or int8.", examples=["bf16"])
     weights: str = Field(description="Where the entry's weights came from.", examples=["pretrained"])
     variant: str = Field(description="The entry's variant of the weights.", examples=["full"])
     store_tag: str = Field(description="The entry's tag in the BentoML model store.",

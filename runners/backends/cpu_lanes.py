@@ -52,6 +52,7 @@ class SlicedRunner(EmbeddingRunner):
         self.dimension = runner.dimension
         self.backend = runner.backend
         self.device = runner.device
+        self.precision = runner.precision
         self._whole = ThreadPoolExecutor(1, "whole-batch", initializer=_pinned_threads(threads))
         self._slices = ThreadPoolExecutor(lanes, "batch-slice", initializer=_pinned_threads(max(1, threads // lanes)))
 

@@ -17,6 +17,7 @@ import numpy as np
 import openvino as ov
 
 from runners.backends.openvino_export import IMAGE_IR, TEXT_IR, ir_for_entry
+from runners.backends.openvino_int8 import int8_ir
 from runners.contract import (
     PIXELS,
     DeviceUnavailable,
@@ -83,12 +84,15 @@ def _unit_rows(features: np.ndarray) -> np.ndarray:
 class OpenVinoRunner(EmbeddingRunner):
     backend = "openvino"
 
-    def __init__(self, text_inputs: TextInputs, text: CompiledTower, image: CompiledTower | None) -> None:
+    def __init__(self, text_inputs: TextInputs, text: CompiledTower, image: CompiledTower | None,
+                 int8: bool = False) -> None:
         self.text_inputs = text_inputs
         self._text = text
         self._image = image
         self.dimension = text.dimension
         self.device = ",".join(text.compiled.get_property("EXECUTION_DEVICES"))
+        # What the device computes the float operations in (the int8 IR's others are int8).
+        self.precision = "int8" if int8 else text.compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
 
     def encode_text(self, texts: list[str]) -> np.ndarray:
         inputs = {name: tensor.numpy() for name, tensor in self.text_inputs(texts).items()}
@@ -102,14 +106,14 @@ class OpenVinoRunner(EmbeddingRunner):
 
 def load_runner(adapter: FamilyAdapter, entry_dir: Path, tag: str, options: RunnerOptions,
                 openvino: OpenVinoOptions) -> OpenVinoRunner:
-    """Compile the entry's IR on ``options.device`` (converting it first if no IR exists for
-    this entry yet); a device OpenVINO cannot use fails, listing the ones it sees."""
+    """Compile the entry's IR (or its int8 IR) on ``options.device``, converting it first if
+    this entry has none yet; a device OpenVINO cannot use fails, listing the ones it sees."""
     core = ov.Core()
     check_device(options.device, core)
-    ir = ir_for_entry(adapter, entry_dir, tag, openvino.cache_dir)
+    ir = (int8_ir if openvino.int8 else ir_for_entry)(adapter, entry_dir, tag, openvino.cache_dir)
 
     def compiled(name: str) -> CompiledTower:
         return CompiledTower(core.compile_model(ir / name, options.device, dict(openvino.compile_options)))
 
     image = compiled(IMAGE_IR) if (ir / IMAGE_IR).is_file() else None
-    return OpenVinoRunner(adapter.load_text_inputs(entry_dir, options), compiled(TEXT_IR), image)
+    return OpenVinoRunner(adapter.load_text_inputs(entry_dir, options), compiled(TEXT_IR), image, openvino.int8)

@@ -12,7 +12,8 @@ Each tower (:mod:`runners.backends.towers`) goes through ``torch.export`` and
 ``openvino.convert_model`` (TorchScript tracing trips over the fast paths of recent
 open_clip/torch versions), with a dynamic batch dimension, and a dynamic sequence length
 where the family's tokenisation varies it; every other dimension is fixed to the example's.
-Weights stay float32 in the IR: precision is a compile-time choice.
+Weights stay float32 in the IR: bf16 and f16 are compile-time choices, and int8 is a
+quantised copy of this IR (:mod:`runners.backends.openvino_int8`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import openvino as ov
@@ -58,26 +60,34 @@ def ir_for_entry(adapter: FamilyAdapter, entry_dir: Path, tag: str, cache_root: 
     into the cache first when it has none for this tag (``name:version``)."""
     if has_ir(entry_dir / IR_DIR):
         return entry_dir / IR_DIR
-    name, version = tag.split(":", 1)
-    cached = (cache_root or default_cache_root()) / name / version
+    cached = cache_dir_for(tag, cache_root)
     if not has_ir(cached):
         convert_entry(adapter, entry_dir, cached)
     return cached
 
 
-def convert_entry(adapter: FamilyAdapter, entry_dir: Path, target: Path) -> None:
-    """Write the IR of the entry at ``entry_dir`` into ``target`` (which must not exist yet).
+def cache_dir_for(tag: str, cache_root: Path | None = None) -> Path:
+    """Where the cache keeps the IR of the entry tagged ``name:version``."""
+    name, version = tag.split(":", 1)
+    return (cache_root or default_cache_root()) / name / version
 
-    The files appear at once (written beside ``target``, then renamed), so a reader never
-    sees half an IR, and of two processes converting the same entry the first one wins.
-    """
-    started = time.monotonic()
+
+def convert_entry(adapter: FamilyAdapter, entry_dir: Path, target: Path) -> None:
+    """Write the IR of the entry at ``entry_dir`` into ``target`` (which must not exist yet)."""
     logger.info("Converting %s to OpenVINO IR in %s (once per entry)", entry_dir, target)
+    write_at_once(target, lambda directory: _write_ir(adapter, entry_dir, directory))
+
+
+def write_at_once(target: Path, write: Callable[[Path], None]) -> None:
+    """Run ``write`` on a scratch directory beside ``target`` and rename it to ``target``, so
+    a reader never sees half an IR, and of two processes writing the same IR the first one
+    wins."""
+    started = time.monotonic()
     target.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
         scratch.chmod(0o755)  # readable like the entry's other files, not mkdtemp's owner-only
-        _write_ir(adapter, entry_dir, scratch)
+        write(scratch)
         try:
             scratch.rename(target)
         except OSError:
@@ -85,19 +95,19 @@ def convert_entry(adapter: FamilyAdapter, entry_dir: Path, target: Path) -> None
                 raise
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-        gc.collect()  # the PyTorch model is garbage now; give its memory back before serving
-    logger.info("Converted %s in %.1f s", entry_dir, time.monotonic() - started)
+        gc.collect()  # the models used to write it are garbage now; give their memory back
+    logger.info("Wrote %s in %.1f s", target, time.monotonic() - started)
 
 
 def _write_ir(adapter: FamilyAdapter, entry_dir: Path, directory: Path) -> None:
     towers = adapter.load_runner(entry_dir).towers()
     text_inputs = adapter.load_text_inputs(entry_dir)
     example = text_inputs(EXAMPLE_TEXTS)
-    _save(_convert(towers.text, example, _length_varies(text_inputs, example)), directory / TEXT_IR)
+    save(_convert(towers.text, example, _length_varies(text_inputs, example)), directory / TEXT_IR)
     if towers.image is not None:
         prepare = adapter.load_image_preparer(entry_dir)
         pixels = torch.from_numpy(np.stack([prepare(EXAMPLE_IMAGE)] * 2))
-        _save(_convert(towers.image, {PIXELS: pixels}, vary_length=False), directory / IMAGE_IR)
+        save(_convert(towers.image, {PIXELS: pixels}, vary_length=False), directory / IMAGE_IR)
 
 
 def _length_varies(text_inputs: TextInputs, example: dict[str, torch.Tensor]) -> bool:
@@ -132,5 +142,5 @@ def _input_names(model: ov.Model) -> set[str]:
     return {name for port in model.inputs for name in port.get_names()}
 
 
-def _save(model: ov.Model, path: Path) -> None:
+def save(model: ov.Model, path: Path) -> None:
     ov.save_model(model, path, compress_to_fp16=False)
