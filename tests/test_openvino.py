@@ -191,11 +191,13 @@ def test_throughput_hint_and_the_devices_own_precision(imported_clip: tuple[Path
     assert (unit_cosines(pair.openvino.encode_text(TEXTS), pair.torch.encode_text(TEXTS)) > PARITY).all()
 
 
-@pytest.mark.parametrize("family", [CLIP, "CN-CLIP/cn-clip-vit-b-16"])
+@pytest.mark.parametrize("family", [CLIP, "MobileCLIP/mobileclip_s0"])
 def test_int8_is_quantised_once_and_stays_near_float32(family: str, imported_clip: tuple[Path, str],
                                                        tiny_import: Callable[[str], Path], cache_root: Path):
     """EMBEDDING_PRECISION=int8 compiles an int8 IR (NNCF's FakeQuantize before the matmuls),
-    quantised into the cache once, whose vectors stay near PyTorch's float32 ones."""
+    quantised into the cache once, whose vectors stay near PyTorch's float32 ones. A tower
+    whose quantisation breaks (MobileCLIP-S0's convolutional image tower, at these random
+    weights) is kept in float, and the runner says so."""
     model = find_model(family)
     if family == CLIP:
         directory, tag = imported_clip
@@ -204,14 +206,18 @@ def test_int8_is_quantised_once_and_stays_near_float32(family: str, imported_cli
         tag = f"{directory.parent.name}:{directory.name}"
     settings = Settings(ov_cache_dir=cache_root, use_ov=True, precision="int8")
     pair = load_pair(model, directory, tag, settings)
-    assert pair.openvino.precision == "int8"
     int8_dir = openvino_int8.int8_ir(model.adapter, directory, tag, cache_root)
+    quantised = openvino_int8.quantised_towers(int8_dir)
+    broken = {openvino_export.IMAGE_IR} if family == "MobileCLIP/mobileclip_s0" else set()
+    assert {tower for tower, int8 in quantised.items() if not int8} == broken
+    device = ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").to_string()
+    assert pair.openvino.precision == (f"int8 text, {device} image" if broken else "int8")
     assert int8_dir.parent == openvino_export.cache_dir_for(tag, cache_root).parent
     towers = sorted(path.name for path in int8_dir.glob("*.xml"))
     assert towers == sorted([openvino_export.TEXT_IR] + ([openvino_export.IMAGE_IR] if model.supports_images else []))
     for tower in towers:
         operations = {node.get_type_name() for node in ov.Core().read_model(int8_dir / tower).get_ops()}
-        assert "FakeQuantize" in operations, tower
+        assert ("FakeQuantize" in operations) == (tower not in broken), tower
     written = {path: path.stat().st_mtime_ns for path in int8_dir.iterdir()}
     again = openvino_runner(model, directory, tag, settings)
     assert {path: path.stat().st_mtime_ns for path in int8_dir.iterdir()} == written

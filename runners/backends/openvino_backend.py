@@ -17,7 +17,7 @@ import numpy as np
 import openvino as ov
 
 from runners.backends.openvino_export import IMAGE_IR, TEXT_IR, ir_for_entry
-from runners.backends.openvino_int8 import int8_ir
+from runners.backends.openvino_int8 import int8_ir, quantised_towers
 from runners.contract import (
     PIXELS,
     DeviceUnavailable,
@@ -85,14 +85,14 @@ class OpenVinoRunner(EmbeddingRunner):
     backend = "openvino"
 
     def __init__(self, text_inputs: TextInputs, text: CompiledTower, image: CompiledTower | None,
-                 int8: bool = False) -> None:
+                 quantised: dict[str, bool] | None = None) -> None:
+        """``quantised``: which towers of an int8 IR are int8 (``None``: a float IR)."""
         self.text_inputs = text_inputs
         self._text = text
         self._image = image
         self.dimension = text.dimension
         self.device = ",".join(text.compiled.get_property("EXECUTION_DEVICES"))
-        # What the device computes the float operations in (the int8 IR's others are int8).
-        self.precision = "int8" if int8 else text.compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
+        self.precision = _precision(text.compiled.get_property("INFERENCE_PRECISION_HINT").to_string(), quantised)
 
     def encode_text(self, texts: list[str]) -> np.ndarray:
         inputs = {name: tensor.numpy() for name, tensor in self.text_inputs(texts).items()}
@@ -102,6 +102,16 @@ class OpenVinoRunner(EmbeddingRunner):
         if self._image is None:
             raise NotImplementedError("this model does not embed images")
         return _unit_rows(self._image({PIXELS: np.ascontiguousarray(pixels)}))
+
+
+def _precision(float_precision: str, quantised: dict[str, bool] | None) -> str:
+    """``int8`` when every tower is, else each tower's (``int8 text, bf16 image``); the
+    device's float precision for a float IR."""
+    if quantised is None:
+        return float_precision
+    if all(quantised.values()):
+        return "int8"
+    return ", ".join(f"{'int8' if int8 else float_precision} {Path(tower).stem}" for tower, int8 in quantised.items())
 
 
 def load_runner(adapter: FamilyAdapter, entry_dir: Path, tag: str, options: RunnerOptions,
@@ -116,4 +126,5 @@ def load_runner(adapter: FamilyAdapter, entry_dir: Path, tag: str, options: Runn
         return CompiledTower(core.compile_model(ir / name, options.device, dict(openvino.compile_options)))
 
     image = compiled(IMAGE_IR) if (ir / IMAGE_IR).is_file() else None
-    return OpenVinoRunner(adapter.load_text_inputs(entry_dir, options), compiled(TEXT_IR), image, openvino.int8)
+    quantised = quantised_towers(ir) if openvino.int8 else None
+    return OpenVinoRunner(adapter.load_text_inputs(entry_dir, options), compiled(TEXT_IR), image, quantised)

@@ -9,13 +9,16 @@ for encoders, whose cost is compute rather than weight traffic.
 The activation ranges come from a calibration set built here from the family's own text
 inputs and image preparer: varied captions in several languages (:data:`CALIBRATION_TEXTS`)
 and procedurally drawn images (gradients, noise, shapes), as no photographs ship with the
-server; bench/RESULTS.md ("Precision") measures the fidelity to float32 this gives. The
-quantised IR is cached beside the float one (``<cache>/<name>/<version>-int8``); like the
-float IR it is written once per entry.
+server. Each quantised tower is checked against the float one on inputs the calibration
+did not see, and kept in float where quantisation broke it (:data:`MIN_COSINE`);
+bench/RESULTS.md ("Precision") measures the fidelity to float32 this gives. The quantised
+IR is cached beside the float one (``<cache>/<name>/<version>-int8``); like the float IR it
+is written once per entry.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -29,7 +32,13 @@ from runners.contract import PIXELS, FamilyAdapter
 logger = logging.getLogger(__name__)
 
 INT8_SUFFIX = "-int8"
+TOWERS_FILE = "towers.json"
+# Below this cosine to float32 on held-out inputs a tower's quantisation is taken as broken
+# (seen: MobileCLIP-S0's convolutional image tower) and the tower stays float. A guard against
+# failure, not the quality bar: bench/RESULTS.md ("Precision") measures the fidelity kept.
+MIN_COSINE = 0.98
 CALIBRATION_IMAGES = 64
+HELD_OUT_IMAGES = 16
 CALIBRATION_SEED = 20261201
 CALIBRATION_TEXTS = (
     "a photo of a cat", "a dog running on the beach", "two children playing football in a park",
@@ -68,25 +77,68 @@ def int8_ir(adapter: FamilyAdapter, entry_dir: Path, tag: str, cache_root: Path 
     return target
 
 
+def quantised_towers(directory: Path) -> dict[str, bool]:
+    """Which towers of an int8 IR directory are quantised (``text.xml``: True); a tower whose
+    quantisation failed the fidelity check is kept in float."""
+    return json.loads((directory / TOWERS_FILE).read_text())
+
+
 def _write_int8(adapter: FamilyAdapter, entry_dir: Path, source: Path, directory: Path) -> None:
     text_inputs = adapter.load_text_inputs(entry_dir)
+
+    def tokens(texts: list[str]) -> list[dict[str, np.ndarray]]:
+        return [{name: tensor.numpy() for name, tensor in text_inputs([text]).items()} for text in texts]
+
     # All captions in one text too: long-context families see long sequences as well.
-    calibration = [*CALIBRATION_TEXTS, " ".join(CALIBRATION_TEXTS)]
-    texts = [{name: tensor.numpy() for name, tensor in text_inputs([text]).items()} for text in calibration]
-    _quantise(source / TEXT_IR, texts, directory / TEXT_IR)
+    towers = {TEXT_IR: _quantise(source / TEXT_IR, tokens([*CALIBRATION_TEXTS, " ".join(CALIBRATION_TEXTS)]),
+                                 tokens(held_out_texts()), directory / TEXT_IR)}
     if (source / IMAGE_IR).is_file():
         prepare = adapter.load_image_preparer(entry_dir)
-        pixels = [{PIXELS: prepare(image)[np.newaxis]} for image in calibration_images()]
-        _quantise(source / IMAGE_IR, pixels, directory / IMAGE_IR)
+
+        def pixels(images: list[Image.Image]) -> list[dict[str, np.ndarray]]:
+            return [{PIXELS: prepare(image)[np.newaxis]} for image in images]
+
+        towers[IMAGE_IR] = _quantise(source / IMAGE_IR, pixels(calibration_images()),
+                                     pixels(calibration_images(HELD_OUT_IMAGES, CALIBRATION_SEED + 1)),
+                                     directory / IMAGE_IR)
+    (directory / TOWERS_FILE).write_text(json.dumps(towers))
 
 
-def _quantise(source: Path, samples: list[dict[str, np.ndarray]], target: Path) -> None:
+def _quantise(source: Path, samples: list[dict[str, np.ndarray]], held_out: list[dict[str, np.ndarray]],
+              target: Path) -> bool:
+    """Save the quantised ``source`` as ``target`` and return True, unless its vectors of the
+    ``held_out`` inputs fall below :data:`MIN_COSINE` of float32's: then save ``source``
+    itself (computed in the device's float precision) and return False."""
     import nncf  # the conversion's dependency only: serving an int8 IR does not need it
 
-    model = ov.Core().read_model(source)
+    core = ov.Core()
+    model = core.read_model(source)
     names = {name for port in model.inputs for name in port.get_names()}
-    dataset = nncf.Dataset([{name: array for name, array in sample.items() if name in names} for sample in samples])
-    save(nncf.quantize(model, dataset, model_type=nncf.ModelType.TRANSFORMER, subset_size=len(samples)), target)
+
+    def dataset(inputs: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+        return [{name: array for name, array in sample.items() if name in names} for sample in inputs]
+
+    quantised = nncf.quantize(model, nncf.Dataset(dataset(samples)), model_type=nncf.ModelType.TRANSFORMER,
+                              subset_size=len(samples))
+    reference = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    compiled = core.compile_model(quantised, "CPU")
+    cosine = min(_cosine(reference(sample)[0], compiled(sample)[0]) for sample in dataset(held_out))
+    kept = cosine >= MIN_COSINE
+    if not kept:
+        logger.warning("int8 %s: smallest cosine to float32 %.3f on held-out inputs (< %.2f); this tower stays float",
+                       source.name, cosine, MIN_COSINE)
+    save(quantised if kept else model, target)
+    return kept
+
+
+def _cosine(first: np.ndarray, second: np.ndarray) -> float:
+    first, second = first.ravel(), second.ravel()
+    return float(first @ second / max(np.linalg.norm(first) * np.linalg.norm(second), 1e-12))
+
+
+def held_out_texts() -> list[str]:
+    """Texts the calibration did not see: its captions paired up differently."""
+    return [f"{first} {second}" for first, second in zip(CALIBRATION_TEXTS[::2], CALIBRATION_TEXTS[1::2][::-1])]
 
 
 def calibration_images(count: int = CALIBRATION_IMAGES, seed: int = CALIBRATION_SEED) -> list[Image.Image]:
