@@ -221,16 +221,15 @@ class EmbeddingPipeline:
         """One image as a ``(1, H, W, 3)`` uint8 batch."""
         preparer = self._require_images("Image")
         limits = self._settings
-        if isinstance(item, ImageUrlInput):
-            data = await fetch_url(item.image_url, max_bytes=limits.max_image_bytes, settings=limits)
-        else:
-            data = await asyncio.to_thread(decode_base64, item.image_base64,
-                                           max_bytes=limits.max_image_bytes)
-
+        # Fetched bytes, or base64 text that is decoded in the worker thread that decodes the
+        # image: one hand-off to a thread and back per image, not two.
+        source: bytes | str = (await fetch_url(item.image_url, max_bytes=limits.max_image_bytes, settings=limits)
+                               if isinstance(item, ImageUrlInput) else item.image_base64)
         # A JPEG far larger than the model's input decodes at a reduced scale (settings).
         min_side = round(limits.jpeg_draft_factor * (self.model.image_size or 0)) or None
 
         def prepare() -> np.ndarray:
+            data = source if isinstance(source, bytes) else decode_base64(source, max_bytes=limits.max_image_bytes)
             image = decode_image(data, max_pixels=limits.max_image_pixels, min_side=min_side)
             with PREPROCESS_SECONDS.time():
                 return preparer(image)

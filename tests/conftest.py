@@ -32,8 +32,8 @@ os.environ.update({
     "EMBEDDING_MODEL_NAME": TEST_MODEL_ID,
     "EMBEDDING_URL_ALLOWED_HOSTS": "127.0.0.1",
     # Vectors compared with references hold to float32 (PyTorch's fast precision is a
-    # process-wide math mode); the default, fast, is served by tests/test_e2e.py and
-    # tests/test_openvino.py and loaded in tests/test_precision.py.
+    # process-wide math mode); the default, fast, is loaded by tests/test_precision.py and
+    # served by tests/test_openvino.py.
     "EMBEDDING_PRECISION": "exact",
 })
 

@@ -20,7 +20,6 @@ from open_clip.tokenizer import SimpleTokenizer
 from PIL import Image
 
 from helpers import TEST_MODEL_ID, embed, embedding_body, vectors_of
-from runners.backends import torch_precision
 from local_http import serve_routes
 from prometheus_text import observations_above, samples
 from samples import b64, encoded, random_image, reference_images, reference_text, unit_cosines
@@ -37,8 +36,7 @@ COALESCED = "embedding_coalesced_items"
 @pytest.fixture(scope="module")
 def served_server(tiny_entry: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, subprocess.Popen]]:
     log = tmp_path_factory.mktemp("serve") / "server.log"
-    env = {name: value for name, value in os.environ.items() if name != "EMBEDDING_PRECISION"}  # the default
-    with served({**env, "EMBEDDING_MODEL_NAME": MODEL}, log) as (url, process):
+    with served({**os.environ, "EMBEDDING_MODEL_NAME": MODEL}, log) as (url, process):
         yield url, process
 
 
@@ -58,8 +56,7 @@ def test_status_routes(server):
     current = httpx.get(f"{server}/model/current").json()
     assert (current["model"], current["device"], current["use_openvino"]) == (MODEL, "CPU", False)
     assert current["weights"] == "random"
-    # The default precision, fast: bf16 matmuls where the CPU has native bf16.
-    assert current["precision"] == ("bf16" if torch_precision.native_bf16() else "f32")
+    assert current["precision"] == "f32"  # the test session's EMBEDDING_PRECISION=exact
     assert httpx.get(f"{server}/model/capabilities").json()["supports_image"] is True
 
 

@@ -9,12 +9,14 @@ split into slices keeps most of its batching gain. Measured on 2 cores with ViT-
 (bench/RESULTS.md, "Throughput tuning"): two slices beat one two-thread batch by 10-35 %
 under a little background load, and for text also on an idle machine.
 
-A batch too small to split runs whole, on every thread, so a lone request is as fast as it
-would be without slicing.
+A batch too small to split runs whole, on every thread, on the calling thread itself, so a
+lone request is as fast as it would be without slicing: handing it to another thread and
+back cost a wake-up each way (about 0.5-1 ms a request on a busy 2-core machine).
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from itertools import pairwise
@@ -53,7 +55,9 @@ class SlicedRunner(EmbeddingRunner):
         self.backend = runner.backend
         self.device = runner.device
         self.precision = runner.precision
-        self._whole = ThreadPoolExecutor(1, "whole-batch", initializer=_pinned_threads(threads))
+        self._pin_whole = _pinned_threads(threads)
+        self._pinned = threading.local()  # set in each thread that has run a whole batch
+        self._whole = threading.Lock()  # one whole batch at a time, as on one dedicated thread
         self._slices = ThreadPoolExecutor(lanes, "batch-slice", initializer=_pinned_threads(max(1, threads // lanes)))
 
     @property
@@ -69,7 +73,11 @@ class SlicedRunner(EmbeddingRunner):
 
     def _run(self, encode: Callable[[Batch], np.ndarray], batch: Batch) -> np.ndarray:
         if len(batch) < self.lanes * MIN_SLICE:
-            return self._whole.submit(encode, batch).result()
+            with self._whole:
+                if not getattr(self._pinned, "done", False):
+                    self._pin_whole()  # this thread's intra-op threads: all of them
+                    self._pinned.done = True
+                return encode(batch)
         return np.concatenate(list(self._slices.map(encode, _slices(batch, self.lanes))))
 
 
