@@ -22,6 +22,7 @@ of the first image model and of the real-weights model, in interleaved rounds. I
 from __future__ import annotations
 
 import argparse
+import gc
 import platform
 import sys
 import tempfile
@@ -113,29 +114,26 @@ def random_model(model_id: str, tiny: bool):
     return model, import_model(model, WeightSource("random", tiny=tiny))
 
 
-def load_subjects(model, stored, home: Path) -> dict[str, tuple[object, str | None]]:
-    """Every subject's runner, loaded as the Encoder loads it, with the PyTorch precision it
-    needs set (a process-wide math mode) before each call, ``None`` for OpenVINO."""
+def load_subject(model, stored, home: Path, subject: tuple[str, bool, str]) -> tuple[object, str | None]:
+    """A subject's runner, loaded as the Encoder loads it, and the PyTorch precision to set
+    (a process-wide math mode) before each of its calls, ``None`` for OpenVINO."""
     from embedding_server import composition
     from embedding_server.settings import Settings
 
-    entry = composition.StoredEntry.of(stored)
-    runners = {}
-    for label, use_ov, precision in SUBJECTS:
-        settings = Settings(use_ov=use_ov, precision=precision, ov_cache_dir=home / "openvino")
-        started = time.perf_counter()
-        runner = composition.load_runner(model, entry, settings)
-        print(f"  loaded {label} ({runner.precision}) in {time.perf_counter() - started:.0f} s", flush=True)
-        runners[label] = (runner, None if use_ov else precision)
-    return runners
+    label, use_ov, precision = subject
+    settings = Settings(use_ov=use_ov, precision=precision, ov_cache_dir=home / "openvino")
+    started = time.perf_counter()
+    runner = composition.load_runner(model, composition.StoredEntry.of(stored), settings)
+    print(f"  loaded {label} ({runner.precision}) in {time.perf_counter() - started:.0f} s", flush=True)
+    return runner, None if use_ov else precision
 
 
-def embedder(runners: dict[str, tuple[object, str | None]], label: str, modality: str) -> Callable[[object], np.ndarray]:
+def embedder(loaded: tuple[object, str | None], modality: str) -> Callable[[object], np.ndarray]:
     import torch
 
     from runners.backends import torch_precision
 
-    runner, torch_mode = runners[label]
+    runner, torch_mode = loaded
 
     def embed(batch) -> np.ndarray:
         if torch_mode is not None:
@@ -159,23 +157,36 @@ def in_batches(embed: Callable[[object], np.ndarray], items, batch: int) -> np.n
 
 
 def measure(label: str, model, stored, home: Path, counts: tuple[int, int], speed_seconds: float | None) -> dict:
+    """Fidelity of every subject (loaded one at a time, unless their rates are measured too:
+    a 0.6 B-parameter model five times over does not fit in memory) and, with
+    ``speed_seconds``, their rates."""
     print(f"{label}:", flush=True)
-    runners = load_subjects(model, stored, home)
-    results: dict[str, object] = {"fidelity": {}, "rates": {}}
-    for modality, items in inputs(model, stored, *counts).items():
-        embedders = {name: embedder(runners, name, modality) for name in runners}
-        vectors = {name: in_batches(embed, items, SPEED_BATCH[modality]) for name, embed in embedders.items()}
-        reference = vectors[SUBJECTS[0][0]]
-        results["fidelity"][modality] = [fidelity(name, runners[name][0].precision, reference, rows)
-                                         for name, rows in vectors.items()]
+    items = inputs(model, stored, *counts)
+    vectors: dict[str, dict[str, np.ndarray]] = {modality: {} for modality in items}
+    precisions, kept = {}, {}
+    for subject in SUBJECTS:
+        loaded = load_subject(model, stored, home, subject)
+        precisions[subject[0]] = loaded[0].precision
+        for modality, batch in items.items():
+            vectors[modality][subject[0]] = in_batches(embedder(loaded, modality), batch, SPEED_BATCH[modality])
+        if speed_seconds:
+            kept[subject[0]] = loaded
+        del loaded
+        gc.collect()
+    results: dict[str, dict] = {"fidelity": {}, "rates": {}}
+    for modality, rows in vectors.items():
+        reference = rows[SUBJECTS[0][0]]
+        results["fidelity"][modality] = [fidelity(name, precisions[name], reference, found)
+                                         for name, found in rows.items()]
         for row in results["fidelity"][modality]:
             print(f"  {modality} {row.subject}: min {row.cosine_min:.5f} mean {row.cosine_mean:.5f} "
                   f"top-{NEIGHBOURS} {row.top_agreement:.3f}", flush=True)
-        if speed_seconds:
-            batch = SPEED_BATCH[modality]
-            sweeps = interleaved({name: (lambda n, e=embed, i=items: e(i[:n])) for name, embed in embedders.items()},
-                                 (batch,), speed_seconds)
-            results["rates"][modality] = {sweep.subject: sweep.rates[batch] for sweep in sweeps}
+        if kept:
+            size = SPEED_BATCH[modality]
+            embedders = {name: embedder(loaded, modality) for name, loaded in kept.items()}
+            sweeps = interleaved({name: (lambda n, e=embed, i=items[modality]: e(i[:n]))
+                                  for name, embed in embedders.items()}, (size,), speed_seconds)
+            results["rates"][modality] = {sweep.subject: sweep.rates[size] for sweep in sweeps}
     return results
 
 

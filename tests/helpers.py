@@ -40,7 +40,7 @@ def model_info(model: Any, dimension: int, store_tag: str = "test") -> Any:
     with PyTorch."""
     from embedding_server.composition import StoredEntry, model_info as encoder_model_info
 
-    runner = SimpleNamespace(dimension=dimension, device=None, backend="pytorch")
+    runner = SimpleNamespace(dimension=dimension, device=None, backend="pytorch", precision="f32")
     entry = StoredEntry(Path("."), store_tag, {"weights": "random", "variant": "tiny"})
     return encoder_model_info(model, runner, entry, "CPU")
 
