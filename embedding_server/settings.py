@@ -26,6 +26,9 @@ DEVICE_PATTERN = re.compile(r"^(CPU|GPU|GPU\.\d+|AUTO)$")
 MiB = 1024 * 1024
 API_KEY_PATTERN = re.compile(r"[!-~]+")  # what an Authorization header carries unchanged
 SECRET_FIELDS = {"api_keys"}
+# Variables of earlier releases, and what replaced them: set, they stop start-up rather than
+# be ignored.
+REPLACED_VARIABLES = {"EMBEDDING_OV_INFERENCE_PRECISION": "EMBEDDING_PRECISION (exact, fast or int8)"}
 T = TypeVar("T", int, float)
 
 
@@ -282,6 +285,9 @@ def _describe(error: ValidationError) -> str:
 
 def load_settings() -> Settings:
     """Read the environment now; raise :class:`SettingsError` naming any bad variable."""
+    for name, replacement in REPLACED_VARIABLES.items():
+        if name in os.environ:
+            raise SettingsError(f"Invalid configuration: {name} is no longer read; set {replacement} instead")
     try:
         return Settings()
     except ValidationError as error:

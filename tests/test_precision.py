@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from embedding_server import composition
-from embedding_server.settings import Settings
+from embedding_server.settings import Settings, SettingsError, load_settings
 from models.catalogue import find_model
 from runners.backends import torch_precision
 from samples import random_image, unit_cosines
@@ -66,6 +66,12 @@ def test_fast_on_a_cpu_without_native_bf16_stays_float32(monkeypatch, restored_m
     monkeypatch.setattr(torch_precision, "native_bf16", lambda: False)
     assert torch_precision.apply("fast", torch.device("cpu")) == "f32"
     assert torch.backends.mkldnn.matmul.fp32_precision == "ieee"
+
+
+def test_the_replaced_openvino_precision_variable_stops_start_up(monkeypatch):
+    monkeypatch.setenv("EMBEDDING_OV_INFERENCE_PRECISION", "bf16")
+    with pytest.raises(SettingsError, match="EMBEDDING_OV_INFERENCE_PRECISION is no longer read; set EMBEDDING_PRECISION"):
+        load_settings()
 
 
 def test_int8_without_openvino_is_a_configuration_error():
