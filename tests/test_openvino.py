@@ -193,7 +193,7 @@ def test_throughput_hint_and_the_devices_own_precision(imported_clip: tuple[Path
 
 @pytest.mark.parametrize("family", [CLIP, "MobileCLIP/mobileclip_s0"])
 def test_int8_is_quantised_once_and_stays_near_float32(family: str, imported_clip: tuple[Path, str],
-                                                       tiny_import: Callable[[str], Path], cache_root: Path):
+                                                       tiny_import: Callable[[str], Path], tmp_path: Path):
     """EMBEDDING_PRECISION=int8 compiles an int8 IR (NNCF's FakeQuantize before the matmuls),
     quantised into the cache once, whose vectors stay near PyTorch's float32 ones. A tower
     whose quantisation breaks (MobileCLIP-S0's convolutional image tower, at these random
@@ -204,6 +204,7 @@ def test_int8_is_quantised_once_and_stays_near_float32(family: str, imported_cli
     else:
         directory = tiny_import(family)
         tag = f"{directory.parent.name}:{directory.name}"
+    cache_root = tmp_path / "openvino"  # its own: the module cache counts the conversions of the other tests
     settings = Settings(ov_cache_dir=cache_root, use_ov=True, precision="int8")
     pair = load_pair(model, directory, tag, settings)
     int8_dir = openvino_int8.int8_ir(model.adapter, directory, tag, cache_root)
